@@ -1,0 +1,105 @@
+/* The communicator: who the ranks are, where they sit, and the state each call needs.
+ * In standalone mode the ncclComm_t handed to the application points at this struct;
+ * in interposed/fallback mode it is the real NCCL's handle and this struct is found
+ * through the registry (registry.h). */
+#ifndef SNAPCCL_COMM_H
+#define SNAPCCL_COMM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "nccl.h"
+
+#define SNAPCCL_COMM_MAGIC 0x736e6170636f6d6dull /* "snapcomm" */
+#define SNAPCCL_MAX_REDOPS 64
+
+/* What every rank tells every other at init (allgathered through the bootstrap). */
+struct snapccl_peer_info {
+  int32_t rank;
+  int32_t cuda_dev;
+  int32_t pid;
+  int32_t sm_count;
+  uint64_t host_hash; /* boot id + hostname: same host or not */
+  uint64_t proc_hash; /* host, pid and a per-process random nonce: same process or not */
+  uint8_t gpu_uuid[16];
+  char bus_id[32];
+  int32_t max_blocks; /* CTAs this rank can keep resident per call (see transport) */
+  int32_t cc_major;
+  int32_t cc_minor;
+  int32_t pad;
+};
+
+/* ncclConfig_t, read field by field up to the caller's .size. */
+struct snapccl_config {
+  int blocking;
+  int min_ctas;
+  int max_ctas;
+  int split_share;
+  char name[64];
+};
+
+/* A PreMulSum operator made by ncclRedOpCreatePreMulSum. */
+struct snapccl_redop {
+  int in_use;
+  ncclDataType_t dtype;
+  ncclScalarResidence_t residence;
+  uint64_t host_scalar; /* bytes of the scalar (host-immediate) */
+  const void* dev_scalar;
+};
+
+struct snapccl_transport; /* src/transport/transport.h */
+
+struct snapccl_comm {
+  uint64_t magic;
+  int rank;
+  int nranks;
+  int cuda_dev;
+  /* Where the ranks sit; the transport and the kernels' grid sizes use these. */
+  int ranks_on_dev;         /* ranks of this communicator on my GPU, any process */
+  int ranks_in_proc;        /* ranks of this communicator in my process */
+  int ranks_on_dev_in_proc; /* both */
+  int nlocal_gpus;          /* distinct GPUs among the ranks */
+  struct snapccl_peer_info* peers; /* [nranks] */
+  struct snapccl_bootstrap* boot;
+  struct snapccl_config config;
+  uint64_t id_hash; /* of the unique id, for logs */
+
+  /* ncclInProgress while a non-blocking init runs, then its result; later the first
+   * asynchronous error (a device-side timeout, an abort). */
+  _Atomic int async_state;
+  char async_reason[256];
+
+  atomic_int finalized;
+  atomic_int aborted;
+
+  struct snapccl_transport* transport;
+
+  pthread_mutex_t lock; /* redops, registrations */
+  struct snapccl_redop redops[SNAPCCL_MAX_REDOPS];
+};
+
+/* Parses an ncclConfig_t (NULL = defaults); rejects a config that did not come from
+ * NCCL_CONFIG_INITIALIZER. */
+ncclResult_t snapccl_config_parse(const ncclConfig_t* user, struct snapccl_config* out);
+
+/* Allocates a communicator in the "init in progress" state. */
+ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out);
+/* The rendezvous and everything after it; sets async_state to the result. */
+ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
+                               int rank, int cuda_dev);
+/* Frees everything; the caller made sure no kernel of this communicator still runs. */
+void snapccl_comm_free(struct snapccl_comm* comm);
+
+/* Records an asynchronous error once (the first one wins). */
+void snapccl_comm_set_async_error(struct snapccl_comm* comm, ncclResult_t code,
+                                  const char* reason);
+
+/* Looks up a communicator handle the application gave us. Fails with
+ * ncclInvalidArgument and a reason for NULL, destroyed or foreign handles. */
+ncclResult_t snapccl_comm_get(ncclComm_t handle, const char* func, struct snapccl_comm** out);
+/* As above, and also fails with ncclInvalidUsage unless init completed. */
+ncclResult_t snapccl_comm_get_ready(ncclComm_t handle, const char* func,
+                                    struct snapccl_comm** out);
+
+#endif

@@ -1,0 +1,137 @@
+#include "env.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum kind { K_INT, K_I64, K_DOUBLE, K_STR };
+
+struct setting {
+  struct snapccl_env_entry e;
+  enum kind kind;
+  size_t offset;
+  size_t size; /* of the destination, for strings */
+};
+
+#define F(field) offsetof(struct snapccl_env, field), sizeof(((struct snapccl_env*)0)->field)
+
+static const struct setting table[] = {
+    {{"SNAPCCL_SHARED_GPU", NULL, "0",
+      "1 lets several ranks of one communicator use the same GPU (test beds); 0 refuses "
+      "them like NCCL (\"Duplicate GPU detected\")"},
+     K_INT, F(shared_gpu)},
+    {{"SNAPCCL_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "",
+      "network interface of the bootstrap sockets (prefix match, ^ excludes, = exact); "
+      "empty: loopback, which serves every rank of one host"},
+     K_STR, F(socket_ifname)},
+    {{"SNAPCCL_BOOTSTRAP_TIMEOUT", NULL, "120",
+      "seconds that one bootstrap connect, accept, send or receive may take"},
+     K_DOUBLE, F(bootstrap_timeout_s)},
+    {{"SNAPCCL_TIMEOUT_MS", NULL, "300000",
+      "milliseconds a device-side wait for a peer may take before the collective fails "
+      "with ncclRemoteError; large enough for processes time-slicing one GPU"},
+     K_I64, F(timeout_ms)},
+    {{"SNAPCCL_BUFFSIZE", NULL, "67108864",
+      "bytes of staging memory per rank and communicator (rounded to what the layout "
+      "needs); larger means fewer pipeline rounds"},
+     K_I64, F(buffsize)},
+    {{"SNAPCCL_ALGO", NULL, "",
+      "force algorithms: <collective>:<name>[,...], e.g. allreduce:twoshot,allgather:direct; "
+      "a call the forced algorithm cannot run fails with the reason"},
+     K_STR, F(algo)},
+    {{"SNAPCCL_MAX_BLOCKS", NULL, "0",
+      "upper bound on thread blocks per rank and call (0: chosen from occupancy)"},
+     K_INT, F(max_blocks)},
+    {{"SNAPCCL_NCCL_LIB", NULL, "",
+      "path of NVIDIA's libnccl.so.2 to hand unsupported calls to when snapccl is linked "
+      "in place of libnccl"},
+     K_STR, F(nccl_lib)},
+    {{"SNAPCCL_NVLS", NULL, "0",
+      "1 allows NVLink multicast where the hardware, NCCL_NVLS_ENABLE and every rank agree; "
+      "never set it on shared hosts that forbid multicast"},
+     K_INT, F(nvls)},
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snapccl_env g_env;
+static int g_loaded;
+
+/* Stores text v into dst according to kind; returns 0 if v does not parse. */
+static int store(enum kind kind, char* dst, size_t size, const char* v) {
+  char* end = NULL;
+  errno = 0;
+  switch (kind) {
+    case K_INT: {
+      long x = strtol(v, &end, 0);
+      if (errno || end == v || *end) return 0;
+      *(int*)dst = (int)x;
+      return 1;
+    }
+    case K_I64: {
+      long long x = strtoll(v, &end, 0);
+      if (errno || end == v || *end) return 0;
+      *(int64_t*)dst = x;
+      return 1;
+    }
+    case K_DOUBLE: {
+      double x = strtod(v, &end);
+      if (errno || end == v || *end) return 0;
+      *(double*)dst = x;
+      return 1;
+    }
+    case K_STR:
+      snprintf(dst, size, "%s", v);
+      return 1;
+  }
+  return 0;
+}
+
+static void parse_one(const struct setting* s, struct snapccl_env* env) {
+  const char* src = s->e.name;
+  const char* v = getenv(src);
+  if ((!v || !*v) && s->e.fallback) v = getenv(src = s->e.fallback);
+  char* dst = (char*)env + s->offset;
+  if (v && *v) {
+    if (store(s->kind, dst, s->size, v)) {
+      INFO(SUB_ENV, "%s set by environment to %s", src, v);
+      return;
+    }
+    WARN("%s=%s is not a valid value; using the default %s", src, v, s->e.def);
+  }
+  store(s->kind, dst, s->size, s->e.def); /* defaults always parse */
+}
+
+static void load_locked(void) {
+  struct snapccl_env env;
+  memset(&env, 0, sizeof env);
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) parse_one(&table[i], &env);
+  g_env = env;
+  __atomic_store_n(&g_loaded, 1, __ATOMIC_RELEASE);
+}
+
+const struct snapccl_env* snapccl_env(void) {
+  if (!__atomic_load_n(&g_loaded, __ATOMIC_ACQUIRE)) {
+    pthread_mutex_lock(&g_lock);
+    if (!g_loaded) load_locked();
+    pthread_mutex_unlock(&g_lock);
+  }
+  return &g_env;
+}
+
+void snapccl_env_reload(void) {
+  pthread_mutex_lock(&g_lock);
+  load_locked();
+  pthread_mutex_unlock(&g_lock);
+  snapccl_log_reload();
+}
+
+size_t snapccl_env_table(const struct snapccl_env_entry** entries) {
+  static struct snapccl_env_entry list[sizeof table / sizeof table[0]];
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) list[i] = table[i].e;
+  *entries = list;
+  return sizeof table / sizeof table[0];
+}

@@ -1,0 +1,35 @@
+/* Every tunable, declared once (env.c's table) with its name, default and meaning,
+ * read from the environment in one place. */
+#ifndef SNAPCCL_ENV_H
+#define SNAPCCL_ENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct snapccl_env {
+  int shared_gpu;              /* SNAPCCL_SHARED_GPU: let ranks share a GPU */
+  char socket_ifname[64];      /* SNAPCCL_SOCKET_IFNAME, else NCCL_SOCKET_IFNAME */
+  double bootstrap_timeout_s;  /* SNAPCCL_BOOTSTRAP_TIMEOUT */
+  int64_t timeout_ms;          /* SNAPCCL_TIMEOUT_MS: bound of every device-side wait */
+  int64_t buffsize;            /* SNAPCCL_BUFFSIZE: staging bytes per rank and communicator */
+  char algo[256];              /* SNAPCCL_ALGO: forced algorithms */
+  int max_blocks;              /* SNAPCCL_MAX_BLOCKS: CTAs per rank and call */
+  char nccl_lib[512];          /* SNAPCCL_NCCL_LIB: the real libnccl for fallback mode */
+  int nvls;                    /* SNAPCCL_NVLS: open the multicast gate (never on lent hosts) */
+};
+
+/* The settings, parsed once on first use. */
+const struct snapccl_env* snapccl_env(void);
+/* Parses the environment again (tests change it between cases). */
+void snapccl_env_reload(void);
+
+/* The table, for documentation checks and for printing at INFO. */
+struct snapccl_env_entry {
+  const char* name;
+  const char* fallback; /* an NCCL_* variable read when name is unset, or NULL */
+  const char* def;
+  const char* doc;
+};
+size_t snapccl_env_table(const struct snapccl_env_entry** entries);
+
+#endif

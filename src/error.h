@@ -1,0 +1,61 @@
+/* One error path: a failure records a one-line reason (ncclGetLastError), logs it at
+ * WARN and returns NCCL's code. The check macros propagate codes upward unchanged. */
+#ifndef SNAPCCL_ERROR_H
+#define SNAPCCL_ERROR_H
+
+#include <stddef.h>
+
+#include "nccl.h"
+
+/* Records "reason" as the last error (process-wide, like NCCL) and logs a WARN line
+ * naming the function. Returns code so callers can `return snapccl_error(...)`. */
+ncclResult_t snapccl_error(ncclResult_t code, const char* func, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The last recorded reason, copied into a per-thread buffer so it stays stable. */
+const char* snapccl_last_error(void);
+/* ncclGetErrorString's text, for internal use. */
+const char* snapccl_result_string(ncclResult_t code);
+void snapccl_clear_last_error(void);
+
+#define SNAP_FAIL(code, ...) return snapccl_error((code), __func__, __VA_ARGS__)
+
+#define SNAP_CHECK(call)                                    \
+  do {                                                      \
+    ncclResult_t snap_r_ = (call);                          \
+    if (snap_r_ != ncclSuccess && snap_r_ != ncclInProgress) return snap_r_; \
+  } while (0)
+
+/* Like SNAP_CHECK but jumps to a cleanup label with the code in `res`. */
+#define SNAP_CHECK_GOTO(call, res, label)                   \
+  do {                                                      \
+    (res) = (call);                                         \
+    if ((res) != ncclSuccess) goto label;                   \
+  } while (0)
+
+#define CUDA_CHECK(call)                                                        \
+  do {                                                                          \
+    cudaError_t snap_e_ = (call);                                               \
+    if (snap_e_ != cudaSuccess)                                                 \
+      return snapccl_error(ncclUnhandledCudaError, __func__, "%s failed: %s",   \
+                           #call, cudaGetErrorString(snap_e_));                 \
+  } while (0)
+
+#define CUDA_CHECK_GOTO(call, res, label)                                       \
+  do {                                                                          \
+    cudaError_t snap_e_ = (call);                                               \
+    if (snap_e_ != cudaSuccess) {                                               \
+      (res) = snapccl_error(ncclUnhandledCudaError, __func__, "%s failed: %s",  \
+                            #call, cudaGetErrorString(snap_e_));                \
+      goto label;                                                               \
+    }                                                                           \
+  } while (0)
+
+/* For system calls returning -1 with errno set. */
+#define SYS_CHECK(call)                                                         \
+  do {                                                                          \
+    if ((call) == -1)                                                           \
+      return snapccl_error(ncclSystemError, __func__, "%s failed: %s", #call,   \
+                           strerror(errno));                                    \
+  } while (0)
+
+#endif

@@ -17,6 +17,13 @@ extern "C" {
  * ncclGetVersion reports in the mode the library runs in. */
 ncclResult_t snapcclGetVersion(int* version);
 
+/* The algorithm snapccl would pick for a call with these arguments on comm:
+ * collective is "allreduce", "allgather" or "reducescatter"; count as in the NCCL call.
+ * *name is a static string ("oneshot", "twoshot", ..., or "nccl" when the call would be
+ * handed to NVIDIA's library). Fails with the reason when no algorithm can run it. */
+ncclResult_t snapcclQueryAlgorithm(ncclComm_t comm, const char* collective, size_t count,
+                                   ncclDataType_t datatype, ncclRedOp_t op, const char** name);
+
 #ifdef __cplusplus
 }
 #endif

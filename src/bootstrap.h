@@ -24,7 +24,7 @@ struct snapccl_unique_id {
   uint16_t port;         /* network byte order */
   uint32_t scope_id;     /* IPv6 scope */
   uint8_t addr[16];      /* IPv4 in the first 4 bytes, or IPv6 */
-  uint8_t reserved[64];
+  uint8_t reserved[80];
 };
 _Static_assert(sizeof(struct snapccl_unique_id) == NCCL_UNIQUE_ID_BYTES, "id layout");
 

@@ -72,6 +72,7 @@ struct snapccl_comm {
 
   atomic_int finalized;
   atomic_int aborted;
+  atomic_uint shrink_seq; /* tags the point-to-point messages of successive shrinks */
 
   struct snapccl_transport* transport;
 
@@ -88,6 +89,12 @@ ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out);
 /* The rendezvous and everything after it; sets async_state to the result. */
 ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
                                int rank, int cuda_dev);
+/* Runs snapccl_comm_init on a detached thread (non-blocking configs); the result lands
+ * in async_state. */
+ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUniqueId* id,
+                                     int nranks, int rank, int cuda_dev);
+/* Waits (bounded by the bootstrap timeout) for an init in progress to settle. */
+void snapccl_comm_wait_init(struct snapccl_comm* comm);
 /* Frees everything; the caller made sure no kernel of this communicator still runs. */
 void snapccl_comm_free(struct snapccl_comm* comm);
 

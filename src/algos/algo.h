@@ -1,0 +1,34 @@
+/* The algorithm table: each entry can say whether it runs a call, what the call would
+ * cost, and launch it. The selector takes the cheapest that can run (select.c). */
+#ifndef SNAPCCL_ALGO_H
+#define SNAPCCL_ALGO_H
+
+#include "coll.h"
+#include "nccl.h"
+
+struct snapccl_algo {
+  const char* name;
+  enum snapccl_coll_kind kind;
+  /* NULL if the call can run, else a static one-line reason. */
+  const char* (*can_run)(const struct snapccl_coll* coll);
+  /* Estimated microseconds, from the constants in cost.h. */
+  double (*cost_us)(const struct snapccl_coll* coll);
+  ncclResult_t (*launch)(const struct snapccl_coll* coll);
+};
+
+/* The table, for printing and tests. */
+int snapccl_algo_count(void);
+const struct snapccl_algo* snapccl_algo_at(int i);
+
+/* The algorithm that would run coll: SNAPCCL_ALGO's choice if set for this collective
+ * (failing with the reason if it cannot run the call), else the cheapest that can. */
+ncclResult_t snapccl_algo_select(const struct snapccl_coll* coll, const struct snapccl_algo** out);
+
+/* The algorithms, one file each. */
+extern const struct snapccl_algo snapccl_allreduce_lamport;
+extern const struct snapccl_algo snapccl_allreduce_oneshot;
+extern const struct snapccl_algo snapccl_allreduce_twoshot;
+extern const struct snapccl_algo snapccl_allgather_direct;
+extern const struct snapccl_algo snapccl_reducescatter_direct;
+
+#endif

@@ -1,0 +1,35 @@
+/* All-reduce, one shot with flags: every rank pushes its whole input to every peer and
+ * reduces locally; one flag round trip. Small messages of any dtype.
+ * Kernel: src/kernels/oneshot.cu. */
+#include "algos/algo.h"
+#include "algos/cost.h"
+#include "algos/launch.h"
+#include "comm.h"
+
+#define BLOCK_BYTES (16u << 10)
+
+static const char* can_run(const struct snapccl_coll* c) {
+  const char* why = snapccl_transport_unusable(c);
+  if (why) return why;
+  if (c->count * snapccl_dtype_size(c->dtype) > snapccl_coll_layout(c)->oneshot_bytes)
+    return "the message is larger than the one-shot buffer";
+  return NULL;
+}
+
+static double cost(const struct snapccl_coll* c) {
+  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  double bytes = (double)c->count * (double)snapccl_dtype_size(c->dtype);
+  int n = c->comm->nranks;
+  return k->launch_us + (n > 1 ? snapccl_cost_sync_us(c->comm) : 0) +
+         snapccl_cost_link_us(bytes * (n - 1)) + snapccl_cost_local_us(bytes * (n + 1));
+}
+
+static ncclResult_t launch(const struct snapccl_coll* c) {
+  unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
+  int blocks = (int)((bytes + BLOCK_BYTES - 1) / BLOCK_BYTES);
+  int cap = snapccl_coll_max_blocks(c);
+  struct snapccl_geom g = {.blocks = blocks < 1 ? 1 : blocks > cap ? cap : blocks, .count = c->count};
+  return snapccl_launch_coll(c, snapccl_launch_oneshot, &g);
+}
+
+const struct snapccl_algo snapccl_allreduce_oneshot = {"oneshot", COLL_ALLREDUCE, can_run, cost, launch};

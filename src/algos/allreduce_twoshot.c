@@ -1,0 +1,36 @@
+/* All-reduce, two shot: reduce-scatter then all-gather through the staging buffers,
+ * pipelined in rounds so any size runs. Kernel: src/kernels/staged.cu. */
+#include "algos/algo.h"
+#include "algos/cost.h"
+#include "algos/launch.h"
+#include "comm.h"
+
+static unsigned long long slice_elems(const struct snapccl_coll* c) {
+  unsigned long long n = (unsigned long long)c->comm->nranks;
+  unsigned long long epp = SNAPCCL_PACK / snapccl_dtype_size(c->dtype);
+  return ((c->count + n - 1) / n + epp - 1) / epp * epp;
+}
+
+static const char* can_run(const struct snapccl_coll* c) { return snapccl_transport_unusable(c); }
+
+static double cost(const struct snapccl_coll* c) {
+  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  int n = c->comm->nranks;
+  size_t es = snapccl_dtype_size(c->dtype);
+  double bytes = (double)c->count * (double)es;
+  struct snapccl_geom g;
+  unsigned long long sl = slice_elems(c);
+  snapccl_staged_geometry(c, sl, es, &g);
+  double rounds = (double)((sl + (unsigned long long)g.blocks * g.chunk_elems - 1) /
+                           ((unsigned long long)g.blocks * g.chunk_elems));
+  return k->launch_us + (n > 1 ? 2.0 * rounds * snapccl_cost_sync_us(c->comm) : 0) +
+         snapccl_cost_link_us(2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(bytes * 3);
+}
+
+static ncclResult_t launch(const struct snapccl_coll* c) {
+  struct snapccl_geom g = {.mode = STAGED_ALLREDUCE, .count = c->count};
+  snapccl_staged_geometry(c, slice_elems(c), snapccl_dtype_size(c->dtype), &g);
+  return snapccl_launch_coll(c, snapccl_launch_staged, &g);
+}
+
+const struct snapccl_algo snapccl_allreduce_twoshot = {"twoshot", COLL_ALLREDUCE, can_run, cost, launch};

@@ -1,0 +1,99 @@
+#include "algos/launch.h"
+
+#include <string.h>
+
+#include "comm.h"
+#include "error.h"
+#include "transport/transport_impl.h"
+
+const char* snapccl_transport_unusable(const struct snapccl_coll* coll) {
+  const struct snapccl_transport* t = coll->comm->transport;
+  if (!t) return "the communicator has no transport";
+  return t->usable ? NULL : t->reason;
+}
+
+int snapccl_coll_max_blocks(const struct snapccl_coll* coll) {
+  return coll->comm->transport->max_blocks;
+}
+
+const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll) {
+  return &coll->comm->transport->lay;
+}
+
+/* Enough blocks that each starts with at least MIN_BLOCK_BYTES of its slice, the whole
+ * slice in as few rounds as the staging allows, and rounds balanced across blocks. */
+#define MIN_BLOCK_BYTES (32u << 10)
+
+void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,
+                             size_t esize, struct snapccl_geom* g) {
+  const struct snapccl_ws_layout* lay = snapccl_coll_layout(coll);
+  const unsigned long long epp = SNAPCCL_PACK / esize;
+  const unsigned long long cap_elems = lay->chunk_bytes / esize / epp * epp;
+  unsigned long long bytes = slice_elems * esize;
+  unsigned long long want = (bytes + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
+  int blocks = snapccl_coll_max_blocks(coll);
+  if (want < (unsigned long long)blocks) blocks = want ? (int)want : 1;
+  unsigned long long per_round = (unsigned long long)blocks * cap_elems;
+  unsigned long long rounds = (slice_elems + per_round - 1) / per_round;
+  if (rounds == 0) rounds = 1;
+  unsigned long long per_block = (slice_elems + rounds * blocks - 1) / (rounds * blocks);
+  unsigned long long chunk = (per_block + epp - 1) / epp * epp;
+  if (chunk > cap_elems) chunk = cap_elems;
+  if (chunk == 0) chunk = epp;
+  g->blocks = blocks;
+  g->chunk_elems = chunk;
+}
+
+/* Calls on one communicator must run one after another (the device epoch and the
+ * staging slots assume it). On one stream that is free; when the application switches
+ * streams, the new stream waits for the event recorded after our previous launch.
+ * During capture the graph's own edges order the captured work, and events recorded
+ * outside a capture cannot be waited on inside it, so nothing is added there. */
+static ncclResult_t launch_ordered(struct snapccl_transport* t, const struct snapccl_kargs* k,
+                                   snapccl_launcher_fn fn, int blocks, cudaStream_t s) {
+  enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
+  int capturing = cap != cudaStreamCaptureStatusNone;
+  pthread_mutex_lock(&t->lock);
+  if (!capturing && t->have_last_stream && t->last_stream != s) {
+    cudaError_t e = cudaStreamWaitEvent(s, t->order_event, 0);
+    if (e != cudaSuccess) {
+      pthread_mutex_unlock(&t->lock);
+      SNAP_FAIL(ncclUnhandledCudaError, "cudaStreamWaitEvent failed: %s", cudaGetErrorString(e));
+    }
+  }
+  cudaError_t e = fn(k, blocks, s);
+  if (e == cudaSuccess && !capturing) {
+    e = cudaEventRecord(t->order_event, s);
+    t->last_stream = s;
+    t->have_last_stream = 1;
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (e != cudaSuccess)
+    SNAP_FAIL(ncclUnhandledCudaError, "kernel launch failed: %s", cudaGetErrorString(e));
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launcher_fn fn,
+                                 const struct snapccl_geom* g) {
+  struct snapccl_comm* comm = coll->comm;
+  struct snapccl_transport* t = comm->transport;
+  struct snapccl_kargs k = t->kargs;
+  k.send = coll->sendbuff;
+  k.recv = coll->recvbuff;
+  k.count = g->count;
+  k.dtype = coll->dtype;
+  k.devop = coll->devop;
+  k.scalar_mode = coll->scalar_mode;
+  k.scalar_bits = coll->scalar_bits;
+  k.scalar_dev = coll->scalar_dev;
+  k.mode = g->mode;
+  k.chunk_elems = g->chunk_elems;
+
+  int dev = -1;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev != comm->cuda_dev) CUDA_CHECK(cudaSetDevice(comm->cuda_dev));
+  ncclResult_t res = launch_ordered(t, &k, fn, g->blocks, coll->stream);
+  if (dev != comm->cuda_dev) cudaSetDevice(dev);
+  return res;
+}

@@ -1,0 +1,32 @@
+/* The launch path every algorithm shares: complete the kernel arguments, keep calls of
+ * one communicator in order across streams, launch on the communicator's GPU. */
+#ifndef SNAPCCL_ALGO_LAUNCH_H
+#define SNAPCCL_ALGO_LAUNCH_H
+
+#include "coll.h"
+#include "kernels/launch.h"
+
+typedef cudaError_t (*snapccl_launcher_fn)(const struct snapccl_kargs* a, int blocks, cudaStream_t s);
+
+struct snapccl_geom {
+  int blocks;
+  int mode;                       /* staged kernel mode */
+  unsigned long long count;       /* as the kernel counts it (bytes for all-gather) */
+  unsigned long long chunk_elems; /* staged kernels */
+};
+
+ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launcher_fn fn,
+                                 const struct snapccl_geom* g);
+
+/* NULL if the communicator's transport can run collectives, else why not. */
+const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
+/* Agreed block cap and layout of the call's communicator. */
+int snapccl_coll_max_blocks(const struct snapccl_coll* coll);
+const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll);
+
+/* Staged pipelines: blocks and per-round chunk for `elems` elements of `esize` bytes
+ * per slice; identical on every rank (only agreed values go in). */
+void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,
+                             size_t esize, struct snapccl_geom* g);
+
+#endif

@@ -1,0 +1,105 @@
+/* The algorithm table and the selector. */
+#include <stdio.h>
+#include <string.h>
+
+#include "algos/algo.h"
+#include "comm.h"
+#include "env.h"
+#include "error.h"
+#include "log.h"
+#include "transport/transport_impl.h"
+
+static const struct snapccl_algo* const table[] = {
+    &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
+    &snapccl_allgather_direct,    &snapccl_reducescatter_direct,
+};
+#define NALGOS ((int)(sizeof table / sizeof table[0]))
+
+int snapccl_algo_count(void) { return NALGOS; }
+const struct snapccl_algo* snapccl_algo_at(int i) { return i >= 0 && i < NALGOS ? table[i] : NULL; }
+
+/* SNAPCCL_ALGO=<collective>:<name>[,...]: the name forced for this collective, if any. */
+static int forced_name(enum snapccl_coll_kind kind, char* name, size_t len) {
+  const char* spec = snapccl_env()->algo;
+  if (!spec[0]) return 0;
+  const char* coll = snapccl_coll_name(kind);
+  size_t cl = strlen(coll);
+  for (const char* p = spec; *p;) {
+    const char* end = strchr(p, ',');
+    size_t item = end ? (size_t)(end - p) : strlen(p);
+    if (item > cl && !strncmp(p, coll, cl) && p[cl] == ':') {
+      size_t nl = item - cl - 1;
+      if (nl >= len) nl = len - 1;
+      memcpy(name, p + cl + 1, nl);
+      name[nl] = 0;
+      return 1;
+    }
+    p += item + (end ? 1 : 0);
+  }
+  return 0;
+}
+
+static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
+  if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
+  struct snapccl_transport* t = c->comm->transport;
+  unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
+  int cls = 0;
+  while (cls < 63 && (1ull << (cls + 1)) <= bytes) cls++;
+  uint64_t bit = 1ull << cls;
+  /* Once per collective and power-of-two size class, per communicator. */
+  if (__atomic_fetch_or(&t->logged[c->kind], bit, __ATOMIC_RELAXED) & bit) return;
+  INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s%s (estimate %.1f us)", c->comm->rank,
+       snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), a->name,
+       forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));
+}
+
+ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
+  char want[64];
+  if (forced_name(c->kind, want, sizeof want)) {
+    for (int i = 0; i < NALGOS; i++) {
+      if (table[i]->kind != c->kind || strcmp(table[i]->name, want) != 0) continue;
+      const char* why = table[i]->can_run(c);
+      if (why)
+        SNAP_FAIL(ncclInvalidUsage, "SNAPCCL_ALGO forces %s:%s, which cannot run this call: %s",
+                  snapccl_coll_name(c->kind), want, why);
+      *out = table[i];
+      log_choice(c, table[i], 1);
+      return ncclSuccess;
+    }
+    SNAP_FAIL(ncclInvalidUsage, "SNAPCCL_ALGO names %s:%s, which is not an algorithm of snapccl",
+              snapccl_coll_name(c->kind), want);
+  }
+  const struct snapccl_algo* best = NULL;
+  double best_cost = 0;
+  const char* why = "no algorithm for this collective";
+  for (int i = 0; i < NALGOS; i++) {
+    if (table[i]->kind != c->kind) continue;
+    const char* r = table[i]->can_run(c);
+    if (r) {
+      why = r;
+      continue;
+    }
+    double cost = table[i]->cost_us(c);
+    if (!best || cost < best_cost) {
+      best = table[i];
+      best_cost = cost;
+    }
+  }
+  if (!best)
+    SNAP_FAIL(ncclInvalidUsage, "snapccl cannot run this %s: %s", snapccl_coll_name(c->kind), why);
+  *out = best;
+  log_choice(c, best, 0);
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll) {
+  const struct snapccl_algo* a;
+  SNAP_CHECK(snapccl_algo_select(coll, &a));
+  return a->launch(coll);
+}
+
+double snapccl_coll_estimate_us(const struct snapccl_coll* coll) {
+  const struct snapccl_algo* a;
+  if (snapccl_algo_select(coll, &a) != ncclSuccess) return 0.0;
+  return a->cost_us(coll);
+}

@@ -1,0 +1,292 @@
+/* Communicator lifecycle and queries of the NCCL API (standalone mode). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "bootstrap.h"
+#include "comm.h"
+#include "env.h"
+#include "error.h"
+#include "group.h"
+#include "log.h"
+#include "registry.h"
+#include "transport/transport.h"
+
+/* Bound on how long ncclCommAbort waits for kernels to notice the abort word. */
+#define ABORT_QUIESCE_S 1.0
+
+static ncclResult_t init_rank(ncclComm_t* out, int nranks, const ncclUniqueId* id, int rank,
+                              const struct snapccl_config* cfg, int cuda_dev, const char* func) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(snapccl_comm_alloc(&c));
+  c->config = *cfg;
+  ncclResult_t res = snapccl_registry_add(c, c);
+  if (res != ncclSuccess) {
+    snapccl_comm_free(c);
+    return res;
+  }
+  *out = (ncclComm_t)c;
+  if (snapccl_group_depth() > 0) {
+    res = snapccl_group_defer_init(c, id, nranks, rank, cuda_dev);
+  } else if (!cfg->blocking) {
+    res = snapccl_comm_init_async(c, id, nranks, rank, cuda_dev);
+  } else {
+    res = snapccl_comm_init(c, id, nranks, rank, cuda_dev);
+  }
+  if (res != ncclSuccess && res != ncclInProgress) {
+    snapccl_registry_remove(c);
+    snapccl_comm_free(c);
+    *out = NULL;
+    INFO(SUB_INIT, "%s: rank %d of %d failed: %s", func, rank, nranks, snapccl_last_error());
+  }
+  return res;
+}
+
+static ncclResult_t check_init_args(ncclComm_t* comm, int nranks, int rank, const char* func) {
+  if (!comm) return snapccl_error(ncclInvalidArgument, func, "comm argument is NULL");
+  if (nranks < 1 || rank < 0 || rank >= nranks)
+    return snapccl_error(ncclInvalidArgument, func, "Invalid rank requested : %d/%d", rank,
+                         nranks);
+  return ncclSuccess;
+}
+
+static ncclResult_t current_device(int* dev, const char* func) {
+  cudaError_t e = cudaGetDevice(dev);
+  if (e != cudaSuccess)
+    return snapccl_error(ncclUnhandledCudaError, func, "cudaGetDevice failed: %s",
+                         cudaGetErrorString(e));
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclGetUniqueId, ncclUniqueId* uniqueId) {
+  if (!uniqueId) SNAP_FAIL(ncclInvalidArgument, "uniqueId argument is NULL");
+  return snapccl_bootstrap_create_root(uniqueId);
+}
+
+NCCL_API(ncclResult_t, ncclCommInitRankConfig, ncclComm_t* comm, int nranks, ncclUniqueId commId,
+         int rank, ncclConfig_t* config) {
+  struct snapccl_config cfg;
+  int dev;
+  ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
+  if (r == ncclSuccess) r = snapccl_config_parse(config, &cfg);
+  if (r == ncclSuccess) r = snapccl_bootstrap_check_id(&commId);
+  if (r == ncclSuccess) r = current_device(&dev, __func__);
+  if (r == ncclSuccess) r = init_rank(comm, nranks, &commId, rank, &cfg, dev, __func__);
+  snapccl_group_record_error(r);
+  return r;
+}
+
+NCCL_API(ncclResult_t, ncclCommInitRank, ncclComm_t* comm, int nranks, ncclUniqueId commId,
+         int rank) {
+  struct snapccl_config cfg;
+  int dev;
+  ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
+  if (r == ncclSuccess) r = snapccl_config_parse(NULL, &cfg);
+  if (r == ncclSuccess) r = snapccl_bootstrap_check_id(&commId);
+  if (r == ncclSuccess) r = current_device(&dev, __func__);
+  if (r == ncclSuccess) r = init_rank(comm, nranks, &commId, rank, &cfg, dev, __func__);
+  snapccl_group_record_error(r);
+  return r;
+}
+
+NCCL_API(ncclResult_t, ncclCommInitRankScalable, ncclComm_t* newcomm, int nranks, int myrank,
+         int nId, ncclUniqueId* commIds, ncclConfig_t* config) {
+  struct snapccl_config cfg;
+  int dev;
+  ncclResult_t r = check_init_args(newcomm, nranks, myrank, __func__);
+  if (r == ncclSuccess && (nId < 1 || !commIds))
+    r = snapccl_error(ncclInvalidArgument, __func__, "need nId >= 1 ids (nId %d, commIds %p)",
+                      nId, (void*)commIds);
+  if (r == ncclSuccess) r = snapccl_config_parse(config, &cfg);
+  /* One host needs one root: every rank meets at the first id's root. The roots of the
+   * other ids see nobody and give up after the bootstrap timeout. */
+  if (r == ncclSuccess) r = snapccl_bootstrap_check_id(&commIds[0]);
+  if (r == ncclSuccess) r = current_device(&dev, __func__);
+  if (r == ncclSuccess) r = init_rank(newcomm, nranks, &commIds[0], myrank, &cfg, dev, __func__);
+  snapccl_group_record_error(r);
+  return r;
+}
+
+struct initall_arg {
+  struct snapccl_comm* comm;
+  const ncclUniqueId* id;
+  int nranks, rank, dev;
+  ncclResult_t res;
+};
+
+static void* initall_thread(void* p) {
+  struct initall_arg* a = p;
+  a->res = snapccl_comm_init(a->comm, a->id, a->nranks, a->rank, a->dev);
+  return NULL;
+}
+
+NCCL_API(ncclResult_t, ncclCommInitAll, ncclComm_t* comms, int ndev, const int* devlist) {
+  int count = 0, shared = snapccl_env()->shared_gpu;
+  if (!comms) SNAP_FAIL(ncclInvalidArgument, "comm argument is NULL");
+  if (ndev < 1) SNAP_FAIL(ncclInvalidArgument, "invalid ndev %d", ndev);
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess)
+    SNAP_FAIL(ncclUnhandledCudaError, "cudaGetDeviceCount failed: %s", cudaGetErrorString(e));
+  int* devs = calloc((size_t)ndev, sizeof *devs);
+  struct initall_arg* args = calloc((size_t)ndev, sizeof *args);
+  pthread_t* th = calloc((size_t)ndev, sizeof *th);
+  ncclUniqueId id;
+  ncclResult_t res = ncclSuccess;
+  if (!devs || !args || !th) {
+    res = snapccl_error(ncclSystemError, __func__, "out of memory");
+    goto out;
+  }
+  for (int i = 0; i < ndev; i++) {
+    devs[i] = devlist ? devlist[i] : (shared ? i % count : i);
+    if (devs[i] < 0 || devs[i] >= count) {
+      res = snapccl_error(ncclInvalidArgument, __func__, "invalid device %d (rank %d; %d devices)",
+                          devs[i], i, count);
+      goto out;
+    }
+    for (int j = 0; j < i && !shared; j++)
+      if (devs[j] == devs[i]) {
+        res = snapccl_error(ncclInvalidUsage, __func__,
+                            "Duplicate GPU detected : rank %d and rank %d both on CUDA device %d "
+                            "(set SNAPCCL_SHARED_GPU=1 to allow ranks to share a GPU)",
+                            j, i, devs[i]);
+        goto out;
+      }
+  }
+  SNAP_CHECK_GOTO(snapccl_bootstrap_create_root(&id), res, out);
+  for (int i = 0; i < ndev; i++) {
+    SNAP_CHECK_GOTO(snapccl_comm_alloc(&args[i].comm), res, undo);
+    snapccl_config_parse(NULL, &args[i].comm->config);
+    args[i].id = &id;
+    args[i].nranks = ndev;
+    args[i].rank = i;
+    args[i].dev = devs[i];
+  }
+  for (int i = 0; i < ndev; i++)
+    if (pthread_create(&th[i], NULL, initall_thread, &args[i]) != 0) {
+      /* Ranks already started would wait for this one until the bootstrap timeout; run
+       * it inline instead (it fails or succeeds with the others). */
+      initall_thread(&args[i]);
+      th[i] = 0;
+    }
+  for (int i = 0; i < ndev; i++) {
+    if (th[i]) pthread_join(th[i], NULL);
+    if (args[i].res != ncclSuccess && res == ncclSuccess) res = args[i].res;
+  }
+  if (res != ncclSuccess) goto undo;
+  for (int i = 0; i < ndev; i++) {
+    SNAP_CHECK_GOTO(snapccl_registry_add(args[i].comm, args[i].comm), res, undo);
+    comms[i] = (ncclComm_t)args[i].comm;
+  }
+  goto out;
+undo:
+  for (int i = 0; i < ndev; i++) {
+    if (!args[i].comm) continue;
+    snapccl_registry_remove(args[i].comm);
+    snapccl_comm_free(args[i].comm);
+    comms[i] = NULL;
+  }
+out:
+  free(devs);
+  free(args);
+  free(th);
+  return res;
+}
+
+NCCL_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+  snapccl_comm_wait_init(c);
+  if (snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0)
+    SNAP_FAIL(ncclRemoteError, "kernels of communicator %p did not finish", (void*)comm);
+  atomic_store(&c->finalized, 1);
+  snapccl_transport_poll_error(c);
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommDestroy, ncclComm_t comm) {
+  struct snapccl_comm* c;
+  if (!comm) return ncclSuccess; /* as NCCL */
+  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+  snapccl_comm_wait_init(c);
+  snapccl_registry_remove(comm);
+  /* Device waits are bounded, so kernels of this communicator end; wait for them so
+   * the memory they use outlives them. */
+  if (snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0) {
+    WARN("ncclCommDestroy: kernels of communicator %p still run; leaking its device memory",
+         (void*)comm);
+    return ncclSuccess;
+  }
+  INFO(SUB_INIT, "comm %p rank %d nRanks %d - Destroy COMPLETE", (void*)comm, c->rank, c->nranks);
+  snapccl_comm_free(c);
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommAbort, ncclComm_t comm) {
+  struct snapccl_comm* c;
+  if (!comm) return ncclSuccess;
+  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+  atomic_store(&c->aborted, 1);
+  snapccl_transport_abort(c);
+  if (c->boot) snapccl_bootstrap_abort(c->boot);
+  snapccl_comm_wait_init(c);
+  snapccl_registry_remove(comm);
+  if (snapccl_transport_quiesce(c, ABORT_QUIESCE_S) != 0) {
+    /* Freeing memory a running kernel uses would fault, and cudaFree would wait for it. */
+    WARN("ncclCommAbort: kernels of communicator %p did not stop within %.1f s; leaking its "
+         "device memory", (void*)comm, ABORT_QUIESCE_S);
+    return ncclSuccess;
+  }
+  INFO(SUB_INIT, "comm %p rank %d nRanks %d - Abort COMPLETE", (void*)comm, c->rank, c->nranks);
+  snapccl_comm_free(c);
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommGetAsyncError, ncclComm_t comm, ncclResult_t* asyncError) {
+  struct snapccl_comm* c;
+  if (!asyncError) SNAP_FAIL(ncclInvalidArgument, "asyncError argument is NULL");
+  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+  snapccl_transport_poll_error(c);
+  *asyncError = (ncclResult_t)atomic_load(&c->async_state);
+  if (*asyncError != ncclSuccess && *asyncError != ncclInProgress) {
+    /* Make the reason what ncclGetLastError says now. */
+    char reason[sizeof c->async_reason];
+    pthread_mutex_lock(&c->lock);
+    memcpy(reason, c->async_reason, sizeof reason);
+    pthread_mutex_unlock(&c->lock);
+    snapccl_error(*asyncError, __func__, "communicator %p rank %d: %s", (void*)comm, c->rank,
+                  reason);
+  }
+  return ncclSuccess;
+}
+
+static ncclResult_t query(ncclComm_t comm, int* out, const char* what, const char* func,
+                          struct snapccl_comm** c) {
+  if (!out) return snapccl_error(ncclInvalidArgument, func, "%s argument is NULL", what);
+  SNAP_CHECK(snapccl_comm_get(comm, func, c));
+  if (atomic_load(&(*c)->async_state) == ncclInProgress)
+    return snapccl_error(ncclInvalidUsage, func, "communicator %p is still initializing",
+                         (void*)comm);
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommCount, const ncclComm_t comm, int* count) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(query(comm, count, "count", __func__, &c));
+  *count = c->nranks;
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommCuDevice, const ncclComm_t comm, int* device) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(query(comm, device, "device", __func__, &c));
+  *device = c->cuda_dev;
+  return ncclSuccess;
+}
+
+NCCL_API(ncclResult_t, ncclCommUserRank, const ncclComm_t comm, int* rank) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(query(comm, rank, "rank", __func__, &c));
+  *rank = c->rank;
+  return ncclSuccess;
+}

@@ -1,0 +1,118 @@
+/* Argument checks and operator resolution shared by the three collectives. */
+#include "coll.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "comm.h"
+#include "error.h"
+
+static const struct {
+  const char* name;
+  size_t size;
+  int is_float;
+} dtypes[ncclNumTypes] = {
+    [ncclInt8] = {"int8", 1, 0},         [ncclUint8] = {"uint8", 1, 0},
+    [ncclInt32] = {"int32", 4, 0},       [ncclUint32] = {"uint32", 4, 0},
+    [ncclInt64] = {"int64", 8, 0},       [ncclUint64] = {"uint64", 8, 0},
+    [ncclFloat16] = {"half", 2, 1},      [ncclFloat32] = {"float", 4, 1},
+    [ncclFloat64] = {"double", 8, 1},    [ncclBfloat16] = {"bfloat16", 2, 1},
+    [ncclFloat8e4m3] = {"f8e4m3", 1, 1}, [ncclFloat8e5m2] = {"f8e5m2", 1, 1},
+};
+
+static const char* const coll_names[COLL_NKINDS] = {
+    [COLL_ALLREDUCE] = "allreduce",
+    [COLL_ALLGATHER] = "allgather",
+    [COLL_REDUCESCATTER] = "reducescatter",
+};
+
+const char* snapccl_coll_name(enum snapccl_coll_kind kind) { return coll_names[kind]; }
+
+size_t snapccl_dtype_size(ncclDataType_t dtype) {
+  return ((int)dtype >= 0 && dtype < ncclNumTypes) ? dtypes[dtype].size : 0;
+}
+
+const char* snapccl_dtype_name(ncclDataType_t dtype) {
+  return ((int)dtype >= 0 && dtype < ncclNumTypes) ? dtypes[dtype].name : "invalid";
+}
+
+int snapccl_dtype_is_float(ncclDataType_t dtype) {
+  return ((int)dtype >= 0 && dtype < ncclNumTypes) ? dtypes[dtype].is_float : 0;
+}
+
+static ncclResult_t resolve_op(struct snapccl_coll* c, const char* func) {
+  static const enum snapccl_devop builtin[ncclNumOps] = {
+      [ncclSum] = DEVOP_SUM, [ncclProd] = DEVOP_PROD, [ncclMax] = DEVOP_MAX,
+      [ncclMin] = DEVOP_MIN, [ncclAvg] = DEVOP_SUM /* refined below */};
+  c->scalar_mode = SCALAR_NONE;
+  if (c->kind == COLL_ALLGATHER) { /* no reduction: the op is not an argument */
+    c->devop = DEVOP_SUM;
+    return ncclSuccess;
+  }
+  if ((int)c->op < 0)
+    return snapccl_error(ncclInvalidArgument, func, "invalid reduction operation %d", (int)c->op);
+  if (c->op < ncclNumOps) {
+    c->devop = builtin[c->op];
+    if (c->op == ncclAvg) {
+      if (snapccl_dtype_is_float(c->dtype)) {
+        c->devop = DEVOP_PREMULSUM;
+        c->scalar_mode = SCALAR_RECIPROCAL;
+      } else {
+        c->devop = DEVOP_SUMPOSTDIV;
+      }
+    }
+    return ncclSuccess;
+  }
+  int slot = (int)c->op - ncclNumOps;
+  struct snapccl_comm* comm = c->comm;
+  int ok = 0;
+  pthread_mutex_lock(&comm->lock);
+  if (slot < SNAPCCL_MAX_REDOPS && comm->redops[slot].in_use) {
+    const struct snapccl_redop* r = &comm->redops[slot];
+    if (r->dtype == c->dtype) {
+      ok = 1;
+      c->devop = DEVOP_PREMULSUM;
+      c->scalar_mode = r->residence == ncclScalarHostImmediate ? SCALAR_BITS : SCALAR_DEVICE;
+      c->scalar_bits = r->host_scalar;
+      c->scalar_dev = r->dev_scalar;
+    }
+  }
+  pthread_mutex_unlock(&comm->lock);
+  if (!ok)
+    return snapccl_error(ncclInvalidArgument, func,
+                         "invalid reduction operation %d (not created on this communicator, "
+                         "destroyed, or made for another datatype than %s)",
+                         (int)c->op, snapccl_dtype_name(c->dtype));
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendbuff,
+                                  void* recvbuff, size_t count, ncclDataType_t dtype,
+                                  ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream,
+                                  const char* func, struct snapccl_coll* out) {
+  struct snapccl_comm* c;
+  memset(out, 0, sizeof *out);
+  SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
+  if ((int)dtype < 0 || dtype >= ncclNumTypes)
+    return snapccl_error(ncclInvalidArgument, func, "invalid type %d", (int)dtype);
+  size_t esize = snapccl_dtype_size(dtype);
+  /* Whole buffers in bytes must fit in size_t (and in the kernels' 64-bit offsets). */
+  size_t mult = kind == COLL_ALLREDUCE ? 1 : (size_t)c->nranks;
+  if (count > SIZE_MAX / esize / mult)
+    return snapccl_error(ncclInvalidArgument, func,
+                         "count %zu of %s times %zu ranks overflows the address space", count,
+                         snapccl_dtype_name(dtype), mult);
+  if (count > 0 && !sendbuff)
+    return snapccl_error(ncclInvalidArgument, func, "sendbuff is NULL with count %zu", count);
+  if (count > 0 && !recvbuff)
+    return snapccl_error(ncclInvalidArgument, func, "recvbuff is NULL with count %zu", count);
+  out->kind = kind;
+  out->sendbuff = sendbuff;
+  out->recvbuff = recvbuff;
+  out->count = count;
+  out->dtype = dtype;
+  out->op = op;
+  out->comm = c;
+  out->stream = stream;
+  return resolve_op(out, func);
+}

@@ -1,0 +1,239 @@
+#include "comm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bootstrap.h"
+#include "env.h"
+#include "error.h"
+#include "identity.h"
+#include "log.h"
+#include "registry.h"
+#include "snapccl.h"
+#include "transport/transport.h"
+
+#define CONFIG_MAGIC 0xcafebeefu
+
+/* Reads the fields an older or newer caller's struct actually has (.size says how far
+ * it reaches); unknown trailing fields of newer NCCL headers are ignored. */
+ncclResult_t snapccl_config_parse(const ncclConfig_t* user, struct snapccl_config* out) {
+  memset(out, 0, sizeof *out);
+  out->blocking = 1;
+  out->min_ctas = out->max_ctas = 0;
+  if (!user) return ncclSuccess;
+  if (user->magic != CONFIG_MAGIC || user->size < offsetof(ncclConfig_t, blocking) + sizeof(int))
+    SNAP_FAIL(ncclInvalidArgument,
+              "config is not initialized with NCCL_CONFIG_INITIALIZER (magic 0x%x, size %zu)",
+              user->magic, user->size);
+#define HAS(field) (user->size >= offsetof(ncclConfig_t, field) + sizeof(user->field))
+#define SET(field) (HAS(field) && user->field != NCCL_CONFIG_UNDEF_INT)
+  if (SET(blocking)) {
+    if (user->blocking != 0 && user->blocking != 1)
+      SNAP_FAIL(ncclInvalidArgument, "config.blocking must be 0 or 1, not %d", user->blocking);
+    out->blocking = user->blocking;
+  }
+  if (SET(minCTAs)) out->min_ctas = user->minCTAs;
+  if (SET(maxCTAs)) out->max_ctas = user->maxCTAs;
+  if (SET(splitShare)) out->split_share = user->splitShare;
+  if (HAS(commName) && user->commName) snprintf(out->name, sizeof out->name, "%s", user->commName);
+#undef SET
+#undef HAS
+  if (out->min_ctas < 0 || out->max_ctas < 0 || (out->max_ctas && out->min_ctas > out->max_ctas))
+    SNAP_FAIL(ncclInvalidArgument, "config minCTAs %d / maxCTAs %d are inconsistent",
+              out->min_ctas, out->max_ctas);
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out) {
+  struct snapccl_comm* c = calloc(1, sizeof *c);
+  if (!c) SNAP_FAIL(ncclSystemError, "out of memory allocating a communicator");
+  c->magic = SNAPCCL_COMM_MAGIC;
+  c->rank = -1;
+  c->cuda_dev = -1;
+  atomic_store(&c->async_state, ncclInProgress);
+  pthread_mutex_init(&c->lock, NULL);
+  *out = c;
+  return ncclSuccess;
+}
+
+void snapccl_comm_set_async_error(struct snapccl_comm* comm, ncclResult_t code,
+                                  const char* reason) {
+  int expected = ncclSuccess;
+  pthread_mutex_lock(&comm->lock);
+  if (atomic_compare_exchange_strong(&comm->async_state, &expected, (int)code) ||
+      expected == ncclInProgress) {
+    atomic_store(&comm->async_state, (int)code);
+    snprintf(comm->async_reason, sizeof comm->async_reason, "%s", reason);
+  }
+  pthread_mutex_unlock(&comm->lock);
+}
+
+static ncclResult_t local_info(struct snapccl_comm* comm, struct snapccl_peer_info* me) {
+  struct cudaDeviceProp prop;
+  memset(me, 0, sizeof *me);
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, comm->cuda_dev));
+  me->rank = comm->rank;
+  me->cuda_dev = comm->cuda_dev;
+  me->pid = (int32_t)getpid();
+  me->sm_count = prop.multiProcessorCount;
+  me->cc_major = prop.major;
+  me->cc_minor = prop.minor;
+  me->host_hash = snapccl_host_hash();
+  me->proc_hash = snapccl_proc_hash();
+  memcpy(me->gpu_uuid, prop.uuid.bytes, sizeof me->gpu_uuid);
+  CUDA_CHECK(cudaDeviceGetPCIBusId(me->bus_id, (int)sizeof me->bus_id, comm->cuda_dev));
+  SNAP_CHECK(snapccl_transport_local_info(comm, me));
+  return ncclSuccess;
+}
+
+static int same_gpu(const struct snapccl_peer_info* a, const struct snapccl_peer_info* b) {
+  return a->host_hash == b->host_hash && memcmp(a->gpu_uuid, b->gpu_uuid, sizeof a->gpu_uuid) == 0;
+}
+
+/* Decisions every rank takes from the same allgathered table, so all ranks agree:
+ * either all of them fail here or none does. */
+static ncclResult_t check_and_count(struct snapccl_comm* comm) {
+  const struct snapccl_peer_info* p = comm->peers;
+  const struct snapccl_peer_info* me = &p[comm->rank];
+  for (int r = 0; r < comm->nranks; r++) {
+    if (p[r].host_hash != p[0].host_hash)
+      SNAP_FAIL(ncclInvalidUsage,
+                "rank %d is on another host than rank 0; snapccl serves the ranks of one host",
+                r);
+  }
+  if (!snapccl_env()->shared_gpu) {
+    for (int a = 0; a < comm->nranks; a++)
+      for (int b = a + 1; b < comm->nranks; b++)
+        if (same_gpu(&p[a], &p[b]))
+          SNAP_FAIL(ncclInvalidUsage,
+                    "Duplicate GPU detected : rank %d and rank %d both on CUDA device %s "
+                    "(set SNAPCCL_SHARED_GPU=1 to allow ranks to share a GPU)",
+                    a, b, p[a].bus_id);
+  }
+  comm->ranks_on_dev = comm->ranks_in_proc = comm->ranks_on_dev_in_proc = 0;
+  comm->nlocal_gpus = 0;
+  for (int r = 0; r < comm->nranks; r++) {
+    int dev = same_gpu(&p[r], me), proc = p[r].proc_hash == me->proc_hash;
+    comm->ranks_on_dev += dev;
+    comm->ranks_in_proc += proc;
+    comm->ranks_on_dev_in_proc += dev && proc;
+    int first = 1; /* count distinct GPUs: r is the first rank on its GPU */
+    for (int q = 0; q < r && first; q++) first = !same_gpu(&p[q], &p[r]);
+    comm->nlocal_gpus += first;
+  }
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
+                               int rank, int cuda_dev) {
+  ncclResult_t res = ncclSuccess;
+  struct snapccl_peer_info me;
+  comm->rank = rank;
+  comm->nranks = nranks;
+  comm->cuda_dev = cuda_dev;
+  comm->id_hash = snapccl_hash_bytes(id, sizeof *id, 0);
+  snapccl_log_set_device(cuda_dev);
+  CUDA_CHECK_GOTO(cudaSetDevice(cuda_dev), res, fail);
+  SNAP_CHECK_GOTO(local_info(comm, &me), res, fail);
+  SNAP_CHECK_GOTO(snapccl_bootstrap_init(id, rank, nranks, &comm->boot), res, fail);
+  comm->peers = calloc((size_t)nranks, sizeof *comm->peers);
+  if (!comm->peers) {
+    res = snapccl_error(ncclSystemError, __func__, "out of memory for %d peers", nranks);
+    goto fail;
+  }
+  comm->peers[rank] = me;
+  SNAP_CHECK_GOTO(snapccl_bootstrap_allgather(comm->boot, comm->peers, sizeof me), res, fail);
+  SNAP_CHECK_GOTO(check_and_count(comm), res, fail);
+  SNAP_CHECK_GOTO(snapccl_transport_setup(comm), res, fail);
+  INFO(SUB_INIT,
+       "comm %p commId 0x%llx rank %d nRanks %d cudaDev %d busId %s ranksOnDev %d ranksInProc %d "
+       "gpus %d mode %s version %d.%d.%d (NCCL API %d) - Init COMPLETE",
+       (void*)comm, (unsigned long long)comm->id_hash, rank, nranks, cuda_dev, me.bus_id,
+       comm->ranks_on_dev, comm->ranks_in_proc, comm->nlocal_gpus, "standalone", SNAPCCL_MAJOR,
+       SNAPCCL_MINOR, SNAPCCL_PATCH, NCCL_VERSION_CODE);
+  atomic_store(&comm->async_state, ncclSuccess);
+  return ncclSuccess;
+fail:
+  snapccl_comm_set_async_error(comm, res, snapccl_last_error());
+  atomic_store(&comm->async_state, (int)res);
+  return res;
+}
+
+struct async_init {
+  struct snapccl_comm* comm;
+  ncclUniqueId id;
+  int nranks, rank, cuda_dev;
+};
+
+static void* async_init_main(void* arg) {
+  struct async_init* a = arg;
+  snapccl_comm_init(a->comm, &a->id, a->nranks, a->rank, a->cuda_dev);
+  free(a);
+  return NULL;
+}
+
+ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUniqueId* id,
+                                     int nranks, int rank, int cuda_dev) {
+  struct async_init* a = malloc(sizeof *a);
+  if (!a) SNAP_FAIL(ncclSystemError, "out of memory");
+  *a = (struct async_init){comm, *id, nranks, rank, cuda_dev};
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int err = pthread_create(&t, &attr, async_init_main, a);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    free(a);
+    SNAP_FAIL(ncclSystemError, "pthread_create failed: %s", strerror(err));
+  }
+  return ncclInProgress;
+}
+
+void snapccl_comm_wait_init(struct snapccl_comm* comm) {
+  /* The init thread's every step is bounded by the bootstrap timeout, so this ends. */
+  while (atomic_load(&comm->async_state) == ncclInProgress) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+void snapccl_comm_free(struct snapccl_comm* comm) {
+  if (!comm) return;
+  snapccl_transport_free(comm);
+  if (comm->boot) snapccl_bootstrap_destroy(comm->boot);
+  free(comm->peers);
+  pthread_mutex_destroy(&comm->lock);
+  comm->magic = 0;
+  free(comm);
+}
+
+ncclResult_t snapccl_comm_get(ncclComm_t handle, const char* func, struct snapccl_comm** out) {
+  if (!handle) return snapccl_error(ncclInvalidArgument, func, "comm argument is NULL");
+  struct snapccl_comm* c = snapccl_registry_find(handle);
+  if (!c || c->magic != SNAPCCL_COMM_MAGIC)
+    return snapccl_error(ncclInvalidArgument, func,
+                         "communicator %p is not valid (destroyed, or never created)",
+                         (void*)handle);
+  *out = c;
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_comm_get_ready(ncclComm_t handle, const char* func,
+                                    struct snapccl_comm** out) {
+  SNAP_CHECK(snapccl_comm_get(handle, func, out));
+  int st = atomic_load(&(*out)->async_state);
+  if (st == ncclInProgress)
+    return snapccl_error(ncclInvalidUsage, func,
+                         "communicator %p is still initializing (non-blocking init or group "
+                         "not ended)", (void*)handle);
+  if (st != ncclSuccess)
+    return snapccl_error(ncclInvalidUsage, func, "communicator %p is in error state: %s",
+                         (void*)handle, (*out)->async_reason);
+  if (atomic_load(&(*out)->aborted))
+    return snapccl_error(ncclInvalidUsage, func, "communicator %p was aborted", (void*)handle);
+  return ncclSuccess;
+}

@@ -1,0 +1,142 @@
+#include "group.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+#include "error.h"
+#include "log.h"
+
+struct deferred_init {
+  struct snapccl_comm* comm;
+  ncclUniqueId id;
+  int nranks, rank, cuda_dev;
+  ncclResult_t result;
+  pthread_t thread;
+};
+
+/* Per thread, like NCCL: a group belongs to the thread that opened it. */
+static _Thread_local int t_depth;
+static _Thread_local struct deferred_init* t_inits;
+static _Thread_local int t_ninits, t_cap_inits;
+static _Thread_local struct snapccl_coll* t_colls;
+static _Thread_local int t_ncolls, t_cap_colls;
+static _Thread_local ncclResult_t t_group_error; /* first error of a deferred call */
+
+int snapccl_group_depth(void) { return t_depth; }
+
+void snapccl_group_record_error(ncclResult_t res) {
+  if (t_depth > 0 && res != ncclSuccess && res != ncclInProgress && t_group_error == ncclSuccess)
+    t_group_error = res;
+}
+
+ncclResult_t snapccl_group_start(void) {
+  t_depth++;
+  return ncclSuccess;
+}
+
+static int grow(void** arr, int* cap, int need, size_t elem) {
+  if (need <= *cap) return 1;
+  int ncap = *cap ? *cap * 2 : 16;
+  while (ncap < need) ncap *= 2;
+  void* n = realloc(*arr, (size_t)ncap * elem);
+  if (!n) return 0;
+  *arr = n;
+  *cap = ncap;
+  return 1;
+}
+
+ncclResult_t snapccl_group_defer_init(struct snapccl_comm* comm, const ncclUniqueId* id,
+                                      int nranks, int rank, int cuda_dev) {
+  if (!grow((void**)&t_inits, &t_cap_inits, t_ninits + 1, sizeof *t_inits))
+    SNAP_FAIL(ncclSystemError, "out of memory deferring an init");
+  struct deferred_init* d = &t_inits[t_ninits++];
+  memset(d, 0, sizeof *d);
+  d->comm = comm;
+  d->id = *id;
+  d->nranks = nranks;
+  d->rank = rank;
+  d->cuda_dev = cuda_dev;
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_group_defer_coll(const struct snapccl_coll* coll) {
+  if (!grow((void**)&t_colls, &t_cap_colls, t_ncolls + 1, sizeof *t_colls))
+    SNAP_FAIL(ncclSystemError, "out of memory deferring a collective");
+  t_colls[t_ncolls++] = *coll;
+  return ncclSuccess;
+}
+
+static void* init_thread(void* arg) {
+  struct deferred_init* d = arg;
+  d->result = snapccl_comm_init(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
+  return NULL;
+}
+
+/* Each rendezvous blocks until its peers arrive, so every deferred init of this thread
+ * runs on its own thread at once; blocking ones are joined here, non-blocking ones run
+ * on after ncclGroupEnd returns ncclInProgress. */
+static ncclResult_t run_inits(int* in_progress) {
+  ncclResult_t res = ncclSuccess;
+  int n = t_ninits;
+  *in_progress = 0;
+  for (int i = 0; i < n; i++) {
+    struct deferred_init* d = &t_inits[i];
+    d->thread = 0;
+    if (!d->comm->config.blocking) {
+      d->result = snapccl_comm_init_async(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
+      if (d->result == ncclInProgress) *in_progress = 1;
+    } else if (pthread_create(&d->thread, NULL, init_thread, d) != 0) {
+      d->thread = 0;
+      d->result = snapccl_error(ncclSystemError, __func__, "pthread_create failed");
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    struct deferred_init* d = &t_inits[i];
+    if (d->thread) pthread_join(d->thread, NULL);
+    if (d->result != ncclSuccess && d->result != ncclInProgress) {
+      atomic_store(&d->comm->async_state, (int)d->result);
+      if (res == ncclSuccess) res = d->result;
+    }
+  }
+  t_ninits = 0;
+  return res;
+}
+
+ncclResult_t snapccl_group_end(void) {
+  if (t_depth == 0)
+    SNAP_FAIL(ncclInvalidUsage, "ncclGroupEnd called without a matching ncclGroupStart");
+  if (--t_depth > 0) return ncclSuccess;
+
+  int in_progress = 0;
+  ncclResult_t res = t_group_error;
+  t_group_error = ncclSuccess;
+  ncclResult_t r = run_inits(&in_progress);
+  if (res == ncclSuccess) res = r;
+  for (int i = 0; i < t_ncolls; i++) {
+    if (res != ncclSuccess) break; /* like NCCL: a failed group issues nothing more */
+    res = snapccl_coll_issue(&t_colls[i]);
+  }
+  t_ncolls = 0;
+  if (res == ncclSuccess && in_progress) return ncclInProgress;
+  return res;
+}
+
+ncclResult_t snapccl_group_simulate_end(float* estimated_us) {
+  if (t_depth == 0)
+    SNAP_FAIL(ncclInvalidUsage, "ncclGroupSimulateEnd called without a matching ncclGroupStart");
+  *estimated_us = 0.0f;
+  for (int i = 0; i < t_ncolls; i++) *estimated_us += (float)snapccl_coll_estimate_us(&t_colls[i]);
+  if (--t_depth > 0) return ncclSuccess;
+  /* A simulation issues nothing: the deferred collectives are dropped, inits still run
+   * (the communicators exist once the calls returned). */
+  int in_progress = 0;
+  ncclResult_t res = t_group_error;
+  t_group_error = ncclSuccess;
+  ncclResult_t r = run_inits(&in_progress);
+  t_ncolls = 0;
+  if (res == ncclSuccess) res = r;
+  if (res == ncclSuccess && in_progress) return ncclInProgress;
+  return res;
+}

@@ -1,0 +1,82 @@
+/* What host and device agree on: the workspace layout every rank uses, the host-mapped
+ * status block, and the kernel arguments. Plain C, included by both sides.
+ *
+ * Per-call state never lives here on the host side: the epoch and the per-block round
+ * counters sit in each rank's workspace header and only kernels advance them, so a CUDA
+ * graph that replays a captured launch sees fresh values (docs/ARCHITECTURE.md). */
+#ifndef SNAPCCL_KARGS_H
+#define SNAPCCL_KARGS_H
+
+#include <stdint.h>
+
+#define SNAPCCL_MAX_RANKS 16
+#define SNAPCCL_MAX_BLOCKS 64
+/* 256 threads and at most 128 registers each: two blocks fit on an SM, so ranks sharing
+ * a GPU (and other communicators) find room to be resident together. */
+#define SNAPCCL_THREADS 256
+#define SNAPCCL_MIN_BLOCKS_PER_SM 2
+/* 16-byte packs are the unit of every copy and reduction. */
+#define SNAPCCL_PACK 16
+
+/* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. */
+enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_KINDS = 3 };
+
+/* Header at offset 0 of each rank's workspace; touched by that rank's kernels only. */
+struct snapccl_ws_header {
+  unsigned long long epoch;       /* collectives this rank completed on this communicator */
+  unsigned int done_blocks;       /* blocks of the running kernel that finished */
+  unsigned int pad;
+  unsigned long long block_round[SNAPCCL_MAX_BLOCKS]; /* staged rounds block b ran so far */
+};
+
+/* Byte offsets inside every rank's workspace; identical on all ranks of a communicator. */
+struct snapccl_ws_layout {
+  unsigned long long flags_off;     /* uint64 [FLAG_KINDS][SNAPCCL_MAX_RANKS][SNAPCCL_MAX_BLOCKS] */
+  unsigned long long lamport_off;   /* [2 parities][nranks][oneshot_bytes], sentinel-filled */
+  unsigned long long oneshot_off;   /* [2 parities][nranks][oneshot_bytes] */
+  unsigned long long rs_off;        /* [2 slots][nranks][max_blocks][chunk_bytes] */
+  unsigned long long ag_off;        /* [2 slots][nranks][max_blocks][chunk_bytes] */
+  unsigned long long probe_off;     /* [SNAPCCL_MAX_RANKS][64 bytes], init-time P2P probe */
+  unsigned long long total;
+  unsigned long long oneshot_bytes; /* capacity of one source slot of the one-shot buffers */
+  unsigned long long chunk_bytes;   /* capacity of one (slot, src, block) staging chunk */
+  int max_blocks;                   /* blocks any call may use on this communicator */
+  int nranks;
+};
+
+/* Device-side failure codes written to snapccl_status.error. */
+enum snapccl_dev_error { DEVERR_NONE = 0, DEVERR_TIMEOUT = 1, DEVERR_ABORTED = 2 };
+
+/* Host-mapped (cudaHostAllocMapped), one per rank and communicator. */
+struct snapccl_status {
+  volatile int abort;    /* host sets 1: every wait of this rank's kernels gives up */
+  volatile int error;    /* first device-side failure (enum snapccl_dev_error) */
+  volatile int error_peer;  /* the rank that was waited for */
+  volatile int error_where; /* enum snapccl_flag_kind, or 3 for Lamport data */
+};
+
+/* Modes of the staged kernel (reduce-scatter and/or all-gather through staging). */
+enum snapccl_staged_mode { STAGED_ALLREDUCE = 0, STAGED_REDUCESCATTER = 1, STAGED_ALLGATHER = 2 };
+
+struct snapccl_kargs {
+  char* ws[SNAPCCL_MAX_RANKS]; /* every rank's workspace, mapped in this rank's space */
+  struct snapccl_ws_layout lay;
+  struct snapccl_status* status; /* device address of this rank's status block */
+  unsigned long long timeout_ns;
+  int rank;
+  int nranks;
+  const void* send;
+  void* recv;
+  /* Elements: allreduce the whole count; reducescatter recvcount; allgather sendcount
+   * (the staged kernel moves all-gather data as bytes, so there count is in bytes). */
+  unsigned long long count;
+  int dtype;       /* ncclDataType_t */
+  int devop;       /* enum snapccl_devop */
+  int scalar_mode; /* enum snapccl_scalar_mode */
+  int mode;        /* enum snapccl_staged_mode, staged kernel only */
+  unsigned long long scalar_bits;
+  const void* scalar_dev;
+  unsigned long long chunk_elems; /* staged: elements per (block, round), a pack multiple */
+};
+
+#endif

@@ -1,0 +1,196 @@
+/* Transport setup and teardown: agree on sizes, allocate and map the workspaces, probe,
+ * and own the host-mapped status block that carries abort and device errors. */
+#include "transport/transport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bootstrap.h"
+#include "env.h"
+#include "error.h"
+#include "kernels/launch.h"
+#include "log.h"
+#include "transport/transport_impl.h"
+
+ncclResult_t snapccl_transport_local_info(struct snapccl_comm* comm, struct snapccl_peer_info* me) {
+  (void)comm;
+  me->max_blocks = 0; /* decided in setup, once we know who shares this GPU */
+  return ncclSuccess;
+}
+
+/* Blocks this rank can promise to keep resident: ranks of one process on one GPU run
+ * their kernels at once and each spins until the others arrive, so they split what
+ * fits on the GPU; half of that is kept back for other communicators and for the
+ * application's own kernels. */
+static int local_block_cap(const struct snapccl_comm* comm, int blocks_per_sm) {
+  const struct snapccl_peer_info* me = &comm->peers[comm->rank];
+  int share = comm->ranks_on_dev_in_proc > 0 ? comm->ranks_on_dev_in_proc : 1;
+  int cap = me->sm_count * (blocks_per_sm > 0 ? blocks_per_sm : 1) / 2 / share;
+  const struct snapccl_env* env = snapccl_env();
+  if (env->max_blocks > 0 && env->max_blocks < cap) cap = env->max_blocks;
+  if (comm->config.max_ctas > 0 && comm->config.max_ctas < cap) cap = comm->config.max_ctas;
+  if (cap > SNAPCCL_MAX_BLOCKS) cap = SNAPCCL_MAX_BLOCKS;
+  return cap < 1 ? 1 : cap;
+}
+
+struct sizing {
+  int32_t max_blocks;
+  int32_t kernels_ok;
+  int64_t buffsize;
+  int64_t timeout_ms;
+};
+
+static ncclResult_t agree_sizing(struct snapccl_comm* comm, struct sizing* out) {
+  struct sizing* all = calloc((size_t)comm->nranks, sizeof *all);
+  if (!all) SNAP_FAIL(ncclSystemError, "out of memory");
+  const struct snapccl_env* env = snapccl_env();
+  int per_sm = 0, ok = snapccl_kernels_runnable(&per_sm);
+  all[comm->rank] = (struct sizing){local_block_cap(comm, per_sm), ok, env->buffsize, env->timeout_ms};
+  ncclResult_t res = snapccl_bootstrap_allgather(comm->boot, all, sizeof *all);
+  if (res == ncclSuccess) {
+    *out = all[0];
+    for (int r = 1; r < comm->nranks; r++) {
+      if (all[r].max_blocks < out->max_blocks) out->max_blocks = all[r].max_blocks;
+      if (all[r].buffsize < out->buffsize) out->buffsize = all[r].buffsize;
+      out->kernels_ok &= all[r].kernels_ok;
+    }
+    out->timeout_ms = env->timeout_ms; /* local: only this rank's waits use it */
+  }
+  free(all);
+  return res;
+}
+
+ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
+  struct snapccl_transport* t = calloc(1, sizeof *t);
+  if (!t) SNAP_FAIL(ncclSystemError, "out of memory");
+  comm->transport = t;
+  pthread_mutex_init(&t->lock, NULL);
+  t->usable = 1;
+  struct sizing sz = {0};
+  SNAP_CHECK(agree_sizing(comm, &sz));
+  if (comm->nranks > SNAPCCL_MAX_RANKS) {
+    t->usable = 0;
+    snprintf(t->reason, sizeof t->reason, "%d ranks; snapccl's kernels serve at most %d",
+             comm->nranks, SNAPCCL_MAX_RANKS);
+    return ncclSuccess; /* a valid communicator, whose collectives decline */
+  }
+  if (!sz.kernels_ok) {
+    t->usable = 0;
+    snprintf(t->reason, sizeof t->reason,
+             "snapccl's kernels were not built for every GPU of this communicator (meson "
+             "option gpu_arch)");
+    return ncclSuccess;
+  }
+  t->max_blocks = sz.max_blocks;
+  snapccl_ws_layout_compute(&t->lay, comm->nranks, sz.max_blocks, sz.buffsize);
+  SNAP_CHECK(snapccl_ws_alloc(t, comm->cuda_dev));
+  void* h = NULL;
+  CUDA_CHECK(cudaHostAlloc(&h, sizeof(struct snapccl_status), cudaHostAllocMapped));
+  t->status_host = h;
+  memset(h, 0, sizeof(struct snapccl_status));
+  void* d = NULL;
+  CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0));
+  t->status_dev = d;
+  CUDA_CHECK(cudaEventCreateWithFlags(&t->order_event, cudaEventDisableTiming));
+
+  SNAP_CHECK(snapccl_peers_map(comm, t));
+  SNAP_CHECK(snapccl_peers_probe(comm, t));
+  snapccl_topology_log(comm);
+
+  struct snapccl_kargs* k = &t->kargs;
+  memset(k, 0, sizeof *k);
+  for (int r = 0; r < comm->nranks; r++) k->ws[r] = t->ws[r];
+  k->lay = t->lay;
+  k->status = t->status_dev;
+  k->timeout_ns = (unsigned long long)(sz.timeout_ms > 0 ? sz.timeout_ms : 1) * 1000000ull;
+  k->rank = comm->rank;
+  k->nranks = comm->nranks;
+  /* Nobody may push into a workspace before its owner initialised it. */
+  SNAP_CHECK(snapccl_bootstrap_barrier(comm->boot));
+  INFO(SUB_TRANSPORT,
+       "comm rank %d: %s; workspace %.1f MiB (staging chunk %llu B, one-shot %llu B), "
+       "%d blocks per call at most, device timeout %lld ms",
+       comm->rank, t->usable ? "P2P ready" : t->reason, (double)t->lay.total / (1 << 20),
+       t->lay.chunk_bytes, t->lay.oneshot_bytes, t->max_blocks, (long long)sz.timeout_ms);
+  return ncclSuccess;
+}
+
+static const char* where_name(int where) {
+  static const char* const names[] = {"one-shot flag", "reduce-scatter flag", "all-gather flag",
+                                      "Lamport data"};
+  return where >= 0 && where < 4 ? names[where] : "?";
+}
+
+void snapccl_transport_poll_error(struct snapccl_comm* comm) {
+  struct snapccl_transport* t = comm->transport;
+  if (!t || !t->status_host) return;
+  int e = t->status_host->error;
+  if (e == DEVERR_NONE) return;
+  char reason[200];
+  if (e == DEVERR_TIMEOUT)
+    snprintf(reason, sizeof reason,
+             "a collective waited more than SNAPCCL_TIMEOUT_MS=%lld ms for rank %d (%s); the "
+             "peer died, hangs, or did not call the same collective",
+             (long long)(t->kargs.timeout_ns / 1000000ull), t->status_host->error_peer,
+             where_name(t->status_host->error_where));
+  else
+    snprintf(reason, sizeof reason, "a collective was aborted (ncclCommAbort) while waiting for rank %d",
+             t->status_host->error_peer);
+  snapccl_comm_set_async_error(comm, ncclRemoteError, reason);
+}
+
+void snapccl_transport_abort(struct snapccl_comm* comm) {
+  struct snapccl_transport* t = comm->transport;
+  if (t && t->status_host) {
+    t->status_host->abort = 1;
+    __sync_synchronize();
+  }
+}
+
+int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
+  struct snapccl_transport* t = comm->transport;
+  if (!t || !t->have_last_stream) return 0;
+  int dev = -1;
+  cudaGetDevice(&dev);
+  cudaSetDevice(comm->cuda_dev);
+  /* Everything launched so far went to last_stream (calls on other streams were ordered
+   * behind it), so one event there covers all of it. */
+  int busy = 0;
+  if (cudaEventRecord(t->order_event, t->last_stream) == cudaSuccess) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+      cudaError_t q = cudaEventQuery(t->order_event);
+      if (q != cudaErrorNotReady) break;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > timeout_s) {
+        busy = 1;
+        break;
+      }
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, NULL);
+    }
+  }
+  (void)cudaGetLastError();
+  if (dev >= 0) cudaSetDevice(dev);
+  return busy;
+}
+
+void snapccl_transport_free(struct snapccl_comm* comm) {
+  struct snapccl_transport* t = comm->transport;
+  if (!t) return;
+  int dev = -1;
+  cudaGetDevice(&dev);
+  if (comm->cuda_dev >= 0) cudaSetDevice(comm->cuda_dev);
+  snapccl_peers_unmap(comm, t);
+  if (t->ws_local) cudaFree(t->ws_local);
+  if (t->status_host) cudaFreeHost(t->status_host);
+  if (t->order_event) cudaEventDestroy(t->order_event);
+  (void)cudaGetLastError();
+  if (dev >= 0) cudaSetDevice(dev);
+  pthread_mutex_destroy(&t->lock);
+  free(t);
+  comm->transport = NULL;
+}

@@ -1,0 +1,61 @@
+/* The workspace every rank allocates and every peer maps: layout and initial state. */
+#include <string.h>
+
+#include "error.h"
+#include "kernels/launch.h"
+#include "log.h"
+#include "transport/transport_impl.h"
+
+static unsigned long long align_up(unsigned long long x, unsigned long long a) {
+  return (x + a - 1) / a * a;
+}
+
+/* Identical on every rank: all inputs are agreed at setup. */
+void snapccl_ws_layout_compute(struct snapccl_ws_layout* lay, int nranks, int max_blocks,
+                               int64_t buffsize) {
+  memset(lay, 0, sizeof *lay);
+  lay->nranks = nranks;
+  lay->max_blocks = max_blocks;
+  lay->oneshot_bytes = SNAPCCL_ONESHOT_BYTES;
+  /* SNAPCCL_BUFFSIZE covers the two staging regions (reduce-scatter and all-gather),
+   * two slots each, one chunk per (source, block). */
+  unsigned long long per = (unsigned long long)(buffsize > 0 ? buffsize : 0) /
+                           (4ull * (unsigned long long)nranks * (unsigned long long)max_blocks);
+  per = per / SNAPCCL_PACK * SNAPCCL_PACK;
+  if (per < 4096) per = 4096; /* below this, flag round trips dominate every round */
+  if (per > (4u << 20)) per = 4u << 20;
+  lay->chunk_bytes = per;
+  unsigned long long off = align_up(sizeof(struct snapccl_ws_header), 4096);
+  lay->flags_off = off;
+  off += align_up((unsigned long long)FLAG_KINDS * SNAPCCL_MAX_RANKS * SNAPCCL_MAX_BLOCKS * 8, 4096);
+  lay->probe_off = off;
+  off += align_up(SNAPCCL_MAX_RANKS * 64, 4096);
+  lay->lamport_off = off;
+  off += align_up(2ull * nranks * lay->oneshot_bytes, 4096);
+  lay->oneshot_off = off;
+  off += align_up(2ull * nranks * lay->oneshot_bytes, 4096);
+  lay->rs_off = off;
+  off += align_up(2ull * nranks * max_blocks * per, 4096);
+  lay->ag_off = off;
+  off += align_up(2ull * nranks * max_blocks * per, 4096);
+  lay->total = off;
+}
+
+ncclResult_t snapccl_ws_alloc(struct snapccl_transport* t, int cuda_dev) {
+  (void)cuda_dev;
+  void* p = NULL;
+  cudaStream_t s;
+  ncclResult_t res = ncclSuccess;
+  CUDA_CHECK(cudaMalloc(&p, t->lay.total));
+  t->ws_local = p;
+  /* A private non-blocking stream: a device-wide sync here could wait for kernels of
+   * other communicators that wait, in turn, for this thread. */
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  /* Zero flags, counters and epoch; then the Lamport buffers get their sentinel. */
+  CUDA_CHECK_GOTO(cudaMemsetAsync(p, 0, t->lay.total, s), res, out);
+  CUDA_CHECK_GOTO(snapccl_launch_ws_init(t->ws_local, &t->lay, s), res, out);
+  CUDA_CHECK_GOTO(cudaStreamSynchronize(s), res, out);
+out:
+  cudaStreamDestroy(s);
+  return res;
+}

@@ -7,18 +7,53 @@
 #include "comm.h"
 #include "error.h"
 #include "group.h"
+#include "interpose.h"
+#include "registry.h"
 #include "snapccl.h"
+
+static ncclResult_t run_ours(const struct snapccl_coll* coll) {
+  if (coll->count == 0) return ncclSuccess; /* nothing to move: NCCL returns at once too */
+  return snapccl_group_depth() > 0 ? snapccl_group_defer_coll(coll) : snapccl_coll_issue(coll);
+}
 
 static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,
                             size_t count, ncclDataType_t dtype, ncclRedOp_t op, ncclComm_t comm,
                             cudaStream_t stream, const char* func) {
   struct snapccl_coll coll;
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) {
+    /* The real library's communicator: take the call if we are attached and an
+     * algorithm of ours runs it; anything else (including a call our checks reject)
+     * goes to NCCL unchanged, so it answers exactly as it would without us. */
+    struct snapccl_comm* c = snapccl_registry_find(comm);
+    const struct snapccl_algo* algo;
+    if (c) {
+      if (atomic_load(&c->attach_pending)) {
+        if (snapccl_group_depth() > 0) snapccl_adopt_later(c); /* at the group's end */
+        else snapccl_maybe_attach(c, stream);
+      }
+      if (!atomic_load(&c->attach_pending) && c->transport &&
+          atomic_load(&c->async_state) == ncclSuccess &&
+          snapccl_coll_prepare_quiet(kind, sendbuff, recvbuff, count, dtype, op, c, stream, &coll) &&
+          snapccl_algo_choose(&coll, &algo) == ncclSuccess) {
+        snapccl_count_call(c, kind, count * snapccl_dtype_size(dtype), 1);
+        return run_ours(&coll);
+      }
+      snapccl_count_call(c, kind, count * snapccl_dtype_size(dtype), 0);
+    }
+    const struct snapccl_real* real = snapccl_real();
+    switch (kind) {
+      case COLL_ALLREDUCE:
+        return snapccl_forwarded(real->ncclAllReduce(sendbuff, recvbuff, count, dtype, op, rh, stream));
+      case COLL_ALLGATHER:
+        return snapccl_forwarded(real->ncclAllGather(sendbuff, recvbuff, count, dtype, rh, stream));
+      default:
+        return snapccl_forwarded(real->ncclReduceScatter(sendbuff, recvbuff, count, dtype, op, rh, stream));
+    }
+  }
   ncclResult_t r = snapccl_coll_prepare(kind, sendbuff, recvbuff, count, dtype, op, comm, stream,
                                         func, &coll);
-  if (r == ncclSuccess) {
-    if (count == 0) return ncclSuccess; /* nothing to move: NCCL returns at once too */
-    r = snapccl_group_depth() > 0 ? snapccl_group_defer_coll(&coll) : snapccl_coll_issue(&coll);
-  }
+  if (r == ncclSuccess) r = run_ours(&coll);
   snapccl_group_record_error(r);
   return r;
 }

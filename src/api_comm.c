@@ -9,6 +9,7 @@
 #include "env.h"
 #include "error.h"
 #include "group.h"
+#include "interpose.h"
 #include "log.h"
 #include "registry.h"
 #include "transport/transport.h"
@@ -43,6 +44,22 @@ static ncclResult_t init_rank(ncclComm_t* out, int nranks, const ncclUniqueId* i
   return res;
 }
 
+static int id_is_ours(const ncclUniqueId* id) {
+  const struct snapccl_unique_id* u = (const struct snapccl_unique_id*)(const void*)id;
+  return u->magic == SNAPCCL_ID_MAGIC;
+}
+
+/* A communicator the real library made: adopt it (attach now, or at the group's end /
+ * when a non-blocking init completes). */
+static ncclResult_t adopt(ncclResult_t r, ncclComm_t* comm) {
+  if ((r == ncclSuccess || r == ncclInProgress) && comm && *comm) {
+    int now = r == ncclSuccess && snapccl_group_depth() == 0;
+    if (snapccl_adopt_real_comm(*comm, now) != ncclSuccess)
+      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)*comm);
+  }
+  return snapccl_forwarded(r);
+}
+
 static ncclResult_t check_init_args(ncclComm_t* comm, int nranks, int rank, const char* func) {
   if (!comm) return snapccl_error(ncclInvalidArgument, func, "comm argument is NULL");
   if (nranks < 1 || rank < 0 || rank >= nranks)
@@ -60,12 +77,19 @@ static ncclResult_t current_device(int* dev, const char* func) {
 }
 
 NCCL_API(ncclResult_t, ncclGetUniqueId, ncclUniqueId* uniqueId) {
+  const struct snapccl_real* real = snapccl_real();
+  /* Ranks sharing a GPU: the real NCCL would refuse the communicator, so the rendezvous
+   * is ours; a real communicator is made underneath only if the GPUs turn out distinct. */
+  if (real && !snapccl_env()->shared_gpu) return snapccl_forwarded(real->ncclGetUniqueId(uniqueId));
   if (!uniqueId) SNAP_FAIL(ncclInvalidArgument, "uniqueId argument is NULL");
   return snapccl_bootstrap_create_root(uniqueId);
 }
 
 NCCL_API(ncclResult_t, ncclCommInitRankConfig, ncclComm_t* comm, int nranks, ncclUniqueId commId,
          int rank, ncclConfig_t* config) {
+  const struct snapccl_real* real = snapccl_real();
+  if (real && !id_is_ours(&commId))
+    return adopt(real->ncclCommInitRankConfig(comm, nranks, commId, rank, config), comm);
   struct snapccl_config cfg;
   int dev;
   ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
@@ -79,6 +103,9 @@ NCCL_API(ncclResult_t, ncclCommInitRankConfig, ncclComm_t* comm, int nranks, ncc
 
 NCCL_API(ncclResult_t, ncclCommInitRank, ncclComm_t* comm, int nranks, ncclUniqueId commId,
          int rank) {
+  const struct snapccl_real* real = snapccl_real();
+  if (real && !id_is_ours(&commId))
+    return adopt(real->ncclCommInitRank(comm, nranks, commId, rank), comm);
   struct snapccl_config cfg;
   int dev;
   ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
@@ -92,6 +119,10 @@ NCCL_API(ncclResult_t, ncclCommInitRank, ncclComm_t* comm, int nranks, ncclUniqu
 
 NCCL_API(ncclResult_t, ncclCommInitRankScalable, ncclComm_t* newcomm, int nranks, int myrank,
          int nId, ncclUniqueId* commIds, ncclConfig_t* config) {
+  const struct snapccl_real* real = snapccl_real();
+  if (real && !(commIds && nId > 0 && id_is_ours(&commIds[0])))
+    return adopt(real->ncclCommInitRankScalable(newcomm, nranks, myrank, nId, commIds, config),
+                 newcomm);
   struct snapccl_config cfg;
   int dev;
   ncclResult_t r = check_init_args(newcomm, nranks, myrank, __func__);
@@ -121,13 +152,37 @@ static void* initall_thread(void* p) {
   return NULL;
 }
 
+/* Interposed: the real library makes the communicators (unless ranks share a GPU, which
+ * it refuses); we attach to all of them at once, one thread each. */
+static ncclResult_t init_all_real(const struct snapccl_real* real, ncclComm_t* comms, int ndev,
+                                  const int* devlist) {
+  ncclResult_t r = real->ncclCommInitAll(comms, ndev, devlist);
+  if (r != ncclSuccess) return snapccl_forwarded(r);
+  for (int i = 0; i < ndev; i++)
+    if (snapccl_adopt_real_comm(comms[i], 0) != ncclSuccess)
+      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)comms[i]);
+  if (snapccl_group_depth() == 0) snapccl_attach_pending();
+  return ncclSuccess;
+}
+
+static int has_duplicates(const int* devlist, int ndev) {
+  for (int i = 0; devlist && i < ndev; i++)
+    for (int j = 0; j < i; j++)
+      if (devlist[i] == devlist[j]) return 1;
+  return 0;
+}
+
 NCCL_API(ncclResult_t, ncclCommInitAll, ncclComm_t* comms, int ndev, const int* devlist) {
   int count = 0, shared = snapccl_env()->shared_gpu;
+  const struct snapccl_real* real = snapccl_real();
+  if (real && !shared) return init_all_real(real, comms, ndev, devlist);
   if (!comms) SNAP_FAIL(ncclInvalidArgument, "comm argument is NULL");
   if (ndev < 1) SNAP_FAIL(ncclInvalidArgument, "invalid ndev %d", ndev);
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess)
     SNAP_FAIL(ncclUnhandledCudaError, "cudaGetDeviceCount failed: %s", cudaGetErrorString(e));
+  if (real && !has_duplicates(devlist, ndev) && (devlist || ndev <= count))
+    return init_all_real(real, comms, ndev, devlist); /* distinct GPUs: NCCL takes them */
   int* devs = calloc((size_t)ndev, sizeof *devs);
   struct initall_arg* args = calloc((size_t)ndev, sizeof *args);
   pthread_t* th = calloc((size_t)ndev, sizeof *th);
@@ -193,57 +248,78 @@ out:
   return res;
 }
 
-NCCL_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm) {
-  struct snapccl_comm* c;
-  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+/* Frees our state of a communicator (the real library's stays). Waits for our kernels
+ * up to `bound_s`; past it the device memory is leaked rather than freed under them. */
+static void release(struct snapccl_comm* c, double bound_s, const char* what) {
   snapccl_comm_wait_init(c);
-  if (snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0)
-    SNAP_FAIL(ncclRemoteError, "kernels of communicator %p did not finish", (void*)comm);
-  atomic_store(&c->finalized, 1);
-  snapccl_transport_poll_error(c);
-  return ncclSuccess;
+  snapccl_print_counts(c);
+  if (snapccl_transport_quiesce(c, bound_s) != 0) {
+    WARN("%s: kernels of communicator %p did not finish within %.1f s; leaking its device "
+         "memory", what, (void*)c, bound_s);
+    return;
+  }
+  INFO(SUB_INIT, "comm %p rank %d nRanks %d - %s COMPLETE", (void*)c, c->rank, c->nranks, what);
+  snapccl_comm_free(c);
+}
+
+static double destroy_bound_s(void) { return (double)snapccl_env()->timeout_ms / 1000.0 + 1.0; }
+
+NCCL_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm) {
+  if (!comm) return ncclSuccess; /* as NCCL */
+  struct snapccl_comm* c = snapccl_registry_find(comm);
+  ncclComm_t rh;
+  ncclResult_t r = ncclSuccess;
+  if (c) {
+    snapccl_comm_wait_init(c);
+    if (snapccl_transport_quiesce(c, destroy_bound_s()) != 0)
+      r = snapccl_error(ncclRemoteError, __func__, "kernels of communicator %p did not finish",
+                        (void*)comm);
+    atomic_store(&c->finalized, 1);
+    snapccl_transport_poll_error(c);
+  }
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommFinalize(rh));
+  if (!c) SNAP_CHECK(snapccl_comm_get(comm, __func__, &c)); /* reports the bad handle */
+  return r;
 }
 
 NCCL_API(ncclResult_t, ncclCommDestroy, ncclComm_t comm) {
-  struct snapccl_comm* c;
   if (!comm) return ncclSuccess; /* as NCCL */
-  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
-  snapccl_comm_wait_init(c);
-  snapccl_registry_remove(comm);
-  /* Device waits are bounded, so kernels of this communicator end; wait for them so
-   * the memory they use outlives them. */
-  if (snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0) {
-    WARN("ncclCommDestroy: kernels of communicator %p still run; leaking its device memory",
-         (void*)comm);
-    return ncclSuccess;
-  }
-  INFO(SUB_INIT, "comm %p rank %d nRanks %d - Destroy COMPLETE", (void*)comm, c->rank, c->nranks);
-  snapccl_comm_free(c);
-  return ncclSuccess;
+  ncclComm_t rh;
+  int fwd = snapccl_forward_target(comm, &rh);
+  struct snapccl_comm* c = snapccl_registry_remove(comm);
+  if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
+                            (void*)comm);
+  /* Our kernels go first: they may use the real communicator's buffers no more, but the
+   * memory they spin on is ours. */
+  if (c) release(c, destroy_bound_s(), "Destroy");
+  return fwd ? snapccl_forwarded(snapccl_real()->ncclCommDestroy(rh)) : ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclCommAbort, ncclComm_t comm) {
-  struct snapccl_comm* c;
   if (!comm) return ncclSuccess;
-  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
-  atomic_store(&c->aborted, 1);
-  snapccl_transport_abort(c);
-  if (c->boot) snapccl_bootstrap_abort(c->boot);
-  snapccl_comm_wait_init(c);
-  snapccl_registry_remove(comm);
-  if (snapccl_transport_quiesce(c, ABORT_QUIESCE_S) != 0) {
-    /* Freeing memory a running kernel uses would fault, and cudaFree would wait for it. */
-    WARN("ncclCommAbort: kernels of communicator %p did not stop within %.1f s; leaking its "
-         "device memory", (void*)comm, ABORT_QUIESCE_S);
-    return ncclSuccess;
+  ncclComm_t rh;
+  int fwd = snapccl_forward_target(comm, &rh);
+  struct snapccl_comm* c = snapccl_registry_find(comm);
+  if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
+                            (void*)comm);
+  if (c) {
+    atomic_store(&c->aborted, 1);
+    snapccl_transport_abort(c);
+    if (c->boot) snapccl_bootstrap_abort(c->boot);
+    snapccl_registry_remove(comm);
+    release(c, ABORT_QUIESCE_S, "Abort");
   }
-  INFO(SUB_INIT, "comm %p rank %d nRanks %d - Abort COMPLETE", (void*)comm, c->rank, c->nranks);
-  snapccl_comm_free(c);
-  return ncclSuccess;
+  return fwd ? snapccl_forwarded(snapccl_real()->ncclCommAbort(rh)) : ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclCommGetAsyncError, ncclComm_t comm, ncclResult_t* asyncError) {
-  struct snapccl_comm* c;
+  ncclComm_t rh;
+  struct snapccl_comm* c = snapccl_registry_find(comm);
+  if (snapccl_forward_target(comm, &rh)) {
+    ncclResult_t r = snapccl_real()->ncclCommGetAsyncError(rh, asyncError);
+    if (r != ncclSuccess || !c || *asyncError != ncclSuccess) return snapccl_forwarded(r);
+    /* The real communicator is fine; our kernels on it may not be. */
+  }
   if (!asyncError) SNAP_FAIL(ncclInvalidArgument, "asyncError argument is NULL");
   SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
   snapccl_transport_poll_error(c);
@@ -264,14 +340,16 @@ static ncclResult_t query(ncclComm_t comm, int* out, const char* what, const cha
                           struct snapccl_comm** c) {
   if (!out) return snapccl_error(ncclInvalidArgument, func, "%s argument is NULL", what);
   SNAP_CHECK(snapccl_comm_get(comm, func, c));
-  if (atomic_load(&(*c)->async_state) == ncclInProgress)
-    return snapccl_error(ncclInvalidUsage, func, "communicator %p is still initializing",
+  if (atomic_load(&(*c)->async_state) == ncclInProgress) /* NCCL's code for this */
+    return snapccl_error(ncclInvalidArgument, func, "communicator %p is still initializing",
                          (void*)comm);
   return ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclCommCount, const ncclComm_t comm, int* count) {
   struct snapccl_comm* c;
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommCount(rh, count));
   SNAP_CHECK(query(comm, count, "count", __func__, &c));
   *count = c->nranks;
   return ncclSuccess;
@@ -279,6 +357,8 @@ NCCL_API(ncclResult_t, ncclCommCount, const ncclComm_t comm, int* count) {
 
 NCCL_API(ncclResult_t, ncclCommCuDevice, const ncclComm_t comm, int* device) {
   struct snapccl_comm* c;
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommCuDevice(rh, device));
   SNAP_CHECK(query(comm, device, "device", __func__, &c));
   *device = c->cuda_dev;
   return ncclSuccess;
@@ -286,6 +366,8 @@ NCCL_API(ncclResult_t, ncclCommCuDevice, const ncclComm_t comm, int* device) {
 
 NCCL_API(ncclResult_t, ncclCommUserRank, const ncclComm_t comm, int* rank) {
   struct snapccl_comm* c;
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommUserRank(rh, rank));
   SNAP_CHECK(query(comm, rank, "rank", __func__, &c));
   *rank = c->rank;
   return ncclSuccess;

@@ -8,10 +8,15 @@
 #include "comm.h"
 #include "error.h"
 #include "group.h"
+#include "interpose.h"
+#include "registry.h"
 #include "log.h"
 #include "snapccl.h"
 
+#define REAL snapccl_real()
+
 NCCL_API(ncclResult_t, ncclGetVersion, int* version) {
+  if (REAL) return snapccl_forwarded(REAL->ncclGetVersion(version)); /* the library serving */
   if (!version) SNAP_FAIL(ncclInvalidArgument, "version argument is NULL");
   *version = NCCL_VERSION_CODE;
   return ncclSuccess;
@@ -24,17 +29,27 @@ SNAPCCL_API ncclResult_t snapcclGetVersion(int* version) {
 }
 
 NCCL_API(const char*, ncclGetErrorString, ncclResult_t result) {
+  if (REAL && REAL->ncclGetErrorString) return REAL->ncclGetErrorString(result);
   return snapccl_result_string(result);
 }
 
 NCCL_API(const char*, ncclGetLastError, ncclComm_t comm) {
-  (void)comm; /* NCCL keeps one last error per process too */
+  /* NCCL keeps one last error per process; the latest failure, ours or the real
+   * library's, is the one reported. */
+  if (REAL && REAL->ncclGetLastError && snapccl_last_error_is_real()) {
+    ncclComm_t rh;
+    return REAL->ncclGetLastError(snapccl_forward_target(comm, &rh) ? rh : NULL);
+  }
   return snapccl_last_error();
 }
 
-NCCL_API(void, ncclResetDebugInit, void) { snapccl_log_reload(); }
+NCCL_API(void, ncclResetDebugInit, void) {
+  snapccl_log_reload();
+  if (REAL && REAL->ncclResetDebugInit) REAL->ncclResetDebugInit();
+}
 
 NCCL_API(ncclResult_t, ncclMemAlloc, void** ptr, size_t size) {
+  if (REAL) return snapccl_forwarded(REAL->ncclMemAlloc(ptr, size));
   if (!ptr) SNAP_FAIL(ncclInvalidArgument, "ptr argument is NULL");
   /* cudaMalloc memory is what the legacy IPC of our transport can map, were it ever
    * registered; the collectives copy through their own workspace either way. */
@@ -43,21 +58,15 @@ NCCL_API(ncclResult_t, ncclMemAlloc, void** ptr, size_t size) {
 }
 
 NCCL_API(ncclResult_t, ncclMemFree, void* ptr) {
+  if (REAL) return snapccl_forwarded(REAL->ncclMemFree(ptr));
   if (!ptr) return ncclSuccess;
   CUDA_CHECK(cudaFree(ptr));
   return ncclSuccess;
 }
 
 /* Registration handles. The collectives always stage through the workspace, so a
- * registration only has to be remembered and given back. */
-struct snapccl_registration {
-  uint64_t magic;
-  struct snapccl_comm* comm;
-  void* buff;
-  size_t size;
-};
-#define REG_MAGIC 0x736e617072656721ull
-
+ * registration only has to be remembered and given back. Handles are looked up, never
+ * dereferenced, so a stale or foreign one is refused rather than read. */
 static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, void** handle,
                             const char* func) {
   struct snapccl_comm* c;
@@ -66,7 +75,12 @@ static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, void** han
   if (!buff && size) return snapccl_error(ncclInvalidArgument, func, "buff argument is NULL");
   struct snapccl_registration* r = calloc(1, sizeof *r);
   if (!r) return snapccl_error(ncclSystemError, func, "out of memory");
-  *r = (struct snapccl_registration){REG_MAGIC, c, buff, size};
+  r->buff = buff;
+  r->size = size;
+  pthread_mutex_lock(&c->lock);
+  r->next = c->registrations;
+  c->registrations = r;
+  pthread_mutex_unlock(&c->lock);
   *handle = r;
   return ncclSuccess;
 }
@@ -74,46 +88,58 @@ static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, void** han
 static ncclResult_t reg_free(ncclComm_t comm, void* handle, const char* func) {
   struct snapccl_comm* c;
   SNAP_CHECK(snapccl_comm_get(comm, func, &c));
-  struct snapccl_registration* r = handle;
-  if (!r || r->magic != REG_MAGIC || r->comm != c)
-    return snapccl_error(ncclInvalidArgument, func,
-                         "handle %p is not a registration of communicator %p", handle,
+  if (!handle) return ncclSuccess; /* NCCL: deregistering a NULL handle does nothing */
+  struct snapccl_registration* found = NULL;
+  pthread_mutex_lock(&c->lock);
+  for (struct snapccl_registration** p = &c->registrations; *p; p = &(*p)->next)
+    if (*p == handle) {
+      found = *p;
+      *p = found->next;
+      break;
+    }
+  pthread_mutex_unlock(&c->lock);
+  if (!found)
+    return snapccl_error(ncclInvalidUsage, func,
+                         "could not find registration handle %p on communicator %p", handle,
                          (void*)comm);
-  r->magic = 0;
-  free(r);
+  free(found);
   return ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclCommRegister, const ncclComm_t comm, void* buff, size_t size,
          void** handle) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclCommRegister(rh, buff, size, handle));
   return reg_new(comm, buff, size, handle, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclCommDeregister, const ncclComm_t comm, void* handle) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclCommDeregister(rh, handle));
   return reg_free(comm, handle, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclCommWindowRegister, ncclComm_t comm, void* buff, size_t size,
          ncclWindow_t* win, int winFlags) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh))
+    return snapccl_forwarded(REAL->ncclCommWindowRegister(rh, buff, size, win, winFlags));
   if (winFlags & ~NCCL_WIN_COLL_SYMMETRIC)
     SNAP_FAIL(ncclInvalidArgument, "unknown window flags 0x%x", winFlags);
   return reg_new(comm, buff, size, (void**)win, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclCommWindowDeregister, ncclComm_t comm, ncclWindow_t win) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclCommWindowDeregister(rh, win));
   return reg_free(comm, win, __func__);
 }
 
-NCCL_API(ncclResult_t, ncclRedOpCreatePreMulSum, ncclRedOp_t* op, void* scalar,
-         ncclDataType_t datatype, ncclScalarResidence_t residence, ncclComm_t comm) {
-  struct snapccl_comm* c;
-  if (!op) SNAP_FAIL(ncclInvalidArgument, "op argument is NULL");
-  if (!scalar) SNAP_FAIL(ncclInvalidArgument, "scalar argument is NULL");
-  if ((int)datatype < 0 || datatype >= ncclNumTypes)
-    SNAP_FAIL(ncclInvalidArgument, "invalid datatype %d", (int)datatype);
-  if (residence != ncclScalarDevice && residence != ncclScalarHostImmediate)
-    SNAP_FAIL(ncclInvalidArgument, "invalid scalar residence %d", (int)residence);
-  SNAP_CHECK(snapccl_comm_get_ready(comm, __func__, &c));
+/* Remembers a PreMulSum operator: ours, or the real library's (op_id >= 0 given), whose
+ * scalar we need to run collectives on it ourselves. */
+static ncclResult_t remember_redop(struct snapccl_comm* c, int op_id, void* scalar,
+                                   ncclDataType_t datatype, ncclScalarResidence_t residence,
+                                   int* out_id) {
   pthread_mutex_lock(&c->lock);
   int slot = -1;
   for (int i = 0; i < SNAPCCL_MAX_REDOPS && slot < 0; i++)
@@ -126,41 +152,122 @@ NCCL_API(ncclResult_t, ncclRedOpCreatePreMulSum, ncclRedOp_t* op, void* scalar,
   struct snapccl_redop* r = &c->redops[slot];
   memset(r, 0, sizeof *r);
   r->in_use = 1;
+  r->op_id = op_id >= 0 ? op_id : ncclNumOps + slot;
   r->dtype = datatype;
   r->residence = residence;
   if (residence == ncclScalarHostImmediate)
     memcpy(&r->host_scalar, scalar, snapccl_dtype_size(datatype));
   else
     r->dev_scalar = scalar;
+  *out_id = r->op_id;
   pthread_mutex_unlock(&c->lock);
-  *op = (ncclRedOp_t)(ncclNumOps + slot);
+  return ncclSuccess;
+}
+
+static int forget_redop(struct snapccl_comm* c, int op_id) {
+  int found = 0;
+  pthread_mutex_lock(&c->lock);
+  for (int i = 0; i < SNAPCCL_MAX_REDOPS && !found; i++)
+    if (c->redops[i].in_use && c->redops[i].op_id == op_id) {
+      c->redops[i].in_use = 0;
+      found = 1;
+    }
+  pthread_mutex_unlock(&c->lock);
+  return found;
+}
+
+NCCL_API(ncclResult_t, ncclRedOpCreatePreMulSum, ncclRedOp_t* op, void* scalar,
+         ncclDataType_t datatype, ncclScalarResidence_t residence, ncclComm_t comm) {
+  struct snapccl_comm* c;
+  ncclComm_t rh;
+  int id;
+  if (snapccl_forward_target(comm, &rh)) {
+    ncclResult_t r = REAL->ncclRedOpCreatePreMulSum(op, scalar, datatype, residence, rh);
+    c = snapccl_registry_find(comm);
+    /* Without the scalar our kernels cannot run the op: such calls would go to NCCL. */
+    if (r == ncclSuccess && c && remember_redop(c, (int)*op, scalar, datatype, residence, &id) != ncclSuccess)
+      WARN("custom operator %d of communicator %p not recorded; NCCL runs its calls", (int)*op, (void*)comm);
+    return snapccl_forwarded(r);
+  }
+  if (!op) SNAP_FAIL(ncclInvalidArgument, "op argument is NULL");
+  if (!scalar) SNAP_FAIL(ncclInvalidArgument, "scalar argument is NULL");
+  if ((int)datatype < 0 || datatype >= ncclNumTypes)
+    SNAP_FAIL(ncclInvalidArgument, "invalid datatype %d", (int)datatype);
+  if (residence != ncclScalarDevice && residence != ncclScalarHostImmediate)
+    SNAP_FAIL(ncclInvalidArgument, "invalid scalar residence %d", (int)residence);
+  SNAP_CHECK(snapccl_comm_get_ready(comm, __func__, &c));
+  SNAP_CHECK(remember_redop(c, -1, scalar, datatype, residence, &id));
+  *op = (ncclRedOp_t)id;
   return ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclRedOpDestroy, ncclRedOp_t op, ncclComm_t comm) {
   struct snapccl_comm* c;
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) {
+    c = snapccl_registry_find(comm);
+    if (c) forget_redop(c, (int)op);
+    return snapccl_forwarded(REAL->ncclRedOpDestroy(op, rh));
+  }
   SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
-  int slot = (int)op - ncclNumOps;
+  if ((int)op < 0) SNAP_FAIL(ncclInvalidArgument, "operator %d is not a valid operator", (int)op);
   if ((int)op < ncclNumOps)
     SNAP_FAIL(ncclInvalidArgument, "operator %d is built in and cannot be destroyed", (int)op);
-  pthread_mutex_lock(&c->lock);
-  int ok = slot < SNAPCCL_MAX_REDOPS && c->redops[slot].in_use;
-  if (ok) c->redops[slot].in_use = 0;
-  pthread_mutex_unlock(&c->lock);
-  if (!ok) SNAP_FAIL(ncclInvalidArgument, "operator %d was not created on this communicator", (int)op);
+  if (!forget_redop(c, (int)op))
+    SNAP_FAIL(ncclInvalidArgument, "operator %d was not created on this communicator", (int)op);
   return ncclSuccess;
 }
 
-NCCL_API(ncclResult_t, ncclGroupStart, void) { return snapccl_group_start(); }
-NCCL_API(ncclResult_t, ncclGroupEnd, void) { return snapccl_group_end(); }
+/* Interposed, both libraries track the group: the real one runs the calls forwarded
+ * inside it at its end, then ours run (calls in one group are unordered in NCCL too). */
+NCCL_API(ncclResult_t, ncclGroupStart, void) {
+  if (REAL) {
+    ncclResult_t r = REAL->ncclGroupStart();
+    if (r != ncclSuccess) return snapccl_forwarded(r);
+  }
+  return snapccl_group_start();
+}
+
+NCCL_API(ncclResult_t, ncclGroupEnd, void) {
+  if (REAL && snapccl_group_depth() > 0) {
+    ncclResult_t r = snapccl_forwarded(REAL->ncclGroupEnd());
+    if (r != ncclSuccess && r != ncclInProgress) {
+      snapccl_group_end(); /* close ours too; the group failed */
+      return r;
+    }
+    /* Communicators the real library made in this group are ready now (or still in
+     * progress, non-blocking): attach them before our deferred calls need them. */
+    if (snapccl_group_depth() == 1) snapccl_attach_pending();
+    ncclResult_t o = snapccl_group_end();
+    return o != ncclSuccess ? o : r;
+  }
+  return snapccl_group_end();
+}
 
 #define SIM_MAGIC 0x74685283u
 NCCL_API(ncclResult_t, ncclGroupSimulateEnd, ncclSimInfo_t* simInfo) {
-  if (!simInfo || simInfo->magic != SIM_MAGIC)
-    SNAP_FAIL(ncclInvalidArgument, "simInfo is NULL or not set with NCCL_SIM_INFO_INITIALIZER");
+  /* NCCL: a NULL simInfo makes this a plain ncclGroupEnd. */
+  if (!simInfo) return ncclGroupEnd();
+  if (simInfo->magic != SIM_MAGIC) {
+    /* Close the group level anyway, as NCCL does: the caller must not stay inside a
+     * group that nothing will end. */
+    float ignored;
+    if (REAL && REAL->ncclGroupSimulateEnd) REAL->ncclGroupSimulateEnd(NULL);
+    snapccl_group_simulate_end(&ignored);
+    SNAP_FAIL(ncclInvalidArgument, "simInfo is not set with NCCL_SIM_INFO_INITIALIZER");
+  }
   float us = 0.0f;
-  ncclResult_t res = snapccl_group_simulate_end(&us);
-  simInfo->estimatedTime = us;
+  if (REAL && REAL->ncclGroupSimulateEnd) { /* NCCL estimates its part, we add ours */
+    ncclResult_t r = REAL->ncclGroupSimulateEnd(simInfo);
+    if (r != ncclSuccess) {
+      snapccl_group_simulate_end(&us);
+      return snapccl_forwarded(r);
+    }
+    us = simInfo->estimatedTime > 0 ? simInfo->estimatedTime : 0.0f;
+  }
+  float ours = 0.0f;
+  ncclResult_t res = snapccl_group_simulate_end(&ours);
+  simInfo->estimatedTime = us + ours;
   return res;
 }
 
@@ -168,40 +275,53 @@ NCCL_API(ncclResult_t, ncclGroupSimulateEnd, ncclSimInfo_t* simInfo) {
 static ncclResult_t unsupported(ncclComm_t comm, const char* func) {
   struct snapccl_comm* c;
   SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
-  ncclResult_t r = snapccl_error(ncclInvalidUsage, func,
-                                 "snapccl runs AllReduce, AllGather and ReduceScatter only; "
-                                 "this call needs NVIDIA's NCCL (preload snapccl over it, or set "
-                                 "SNAPCCL_NCCL_LIB)");
+  ncclResult_t r = snapccl_error(
+      ncclInvalidUsage, func, "%s",
+      snapccl_mode() == MODE_STANDALONE
+          ? "snapccl runs AllReduce, AllGather and ReduceScatter only; this call needs NVIDIA's "
+            "NCCL (preload snapccl over it, or set SNAPCCL_NCCL_LIB)"
+          : "this communicator is served by snapccl alone (its ranks share a GPU, which NCCL "
+            "refuses), and snapccl runs AllReduce, AllGather and ReduceScatter only");
   snapccl_group_record_error(r);
   return r;
 }
 
 NCCL_API(ncclResult_t, ncclReduce, const void* sendbuff, void* recvbuff, size_t count,
          ncclDataType_t datatype, ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclReduce(sendbuff, recvbuff, count, datatype, op, root, rh, stream));
   (void)sendbuff, (void)recvbuff, (void)count, (void)datatype, (void)op, (void)root, (void)stream;
   return unsupported(comm, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclBcast, void* buff, size_t count, ncclDataType_t datatype, int root,
          ncclComm_t comm, cudaStream_t stream) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclBcast(buff, count, datatype, root, rh, stream));
   (void)buff, (void)count, (void)datatype, (void)root, (void)stream;
   return unsupported(comm, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclBroadcast, const void* sendbuff, void* recvbuff, size_t count,
          ncclDataType_t datatype, int root, ncclComm_t comm, cudaStream_t stream) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclBroadcast(sendbuff, recvbuff, count, datatype, root, rh, stream));
   (void)sendbuff, (void)recvbuff, (void)count, (void)datatype, (void)root, (void)stream;
   return unsupported(comm, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclSend, const void* sendbuff, size_t count, ncclDataType_t datatype,
          int peer, ncclComm_t comm, cudaStream_t stream) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclSend(sendbuff, count, datatype, peer, rh, stream));
   (void)sendbuff, (void)count, (void)datatype, (void)peer, (void)stream;
   return unsupported(comm, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclRecv, void* recvbuff, size_t count, ncclDataType_t datatype, int peer,
          ncclComm_t comm, cudaStream_t stream) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclRecv(recvbuff, count, datatype, peer, rh, stream));
   (void)recvbuff, (void)count, (void)datatype, (void)peer, (void)stream;
   return unsupported(comm, __func__);
 }

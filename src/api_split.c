@@ -8,7 +8,9 @@
 #include "comm.h"
 #include "error.h"
 #include "group.h"
+#include "interpose.h"
 #include "log.h"
+#include "oob.h"
 #include "registry.h"
 #include "transport/transport.h"
 
@@ -51,8 +53,21 @@ static ncclResult_t make_child(struct snapccl_comm* parent, ncclComm_t* newcomm,
   return res;
 }
 
+/* The real library's child: ours to attach to (now, or at the group's end). */
+static ncclResult_t adopt_child(ncclResult_t r, ncclComm_t* newcomm) {
+  if ((r == ncclSuccess || r == ncclInProgress) && newcomm && *newcomm) {
+    int now = r == ncclSuccess && snapccl_group_depth() == 0;
+    if (snapccl_adopt_real_comm(*newcomm, now) != ncclSuccess)
+      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)*newcomm);
+  }
+  return snapccl_forwarded(r);
+}
+
 NCCL_API(ncclResult_t, ncclCommSplit, ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
          ncclConfig_t* config) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh))
+    return adopt_child(snapccl_real()->ncclCommSplit(rh, color, key, newcomm, config), newcomm);
   struct snapccl_comm* p;
   struct snapccl_config cfg;
   ncclResult_t res = ncclSuccess;
@@ -72,7 +87,7 @@ NCCL_API(ncclResult_t, ncclCommSplit, ncclComm_t comm, int color, int key, ncclC
     goto out;
   }
   all[p->rank] = (struct split_entry){color, key, p->rank, 0};
-  SNAP_CHECK_GOTO(snapccl_bootstrap_allgather(p->boot, all, sizeof *all), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_allgather(p, all, sizeof *all), res, out);
 
   int m = 0, newrank = -1;
   for (int r = 0; r < n; r++)
@@ -83,7 +98,7 @@ NCCL_API(ncclResult_t, ncclCommSplit, ncclComm_t comm, int color, int key, ncclC
   /* The first member of each color hosts the child's rendezvous. */
   if (m > 0 && members[0].rank == p->rank)
     SNAP_CHECK_GOTO(snapccl_bootstrap_create_root(&ids[p->rank]), res, out);
-  SNAP_CHECK_GOTO(snapccl_bootstrap_allgather(p->boot, ids, sizeof *ids), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_allgather(p, ids, sizeof *ids), res, out);
   if (color == NCCL_SPLIT_NOCOLOR) {
     *newcomm = NULL;
     goto out;
@@ -100,6 +115,16 @@ out:
 
 NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
          int excludeRanksCount, ncclComm_t* newcomm, ncclConfig_t* config, int shrinkFlags) {
+  ncclComm_t rh;
+  if (snapccl_forward_target(comm, &rh)) {
+    struct snapccl_comm* ours = snapccl_registry_find(comm);
+    if (ours && (shrinkFlags & NCCL_SHRINK_ABORT)) { /* our kernels may wait for the dead */
+      snapccl_transport_abort(ours);
+      snapccl_transport_quiesce(ours, 1.0);
+    }
+    return adopt_child(snapccl_real()->ncclCommShrink(rh, excludeRanksList, excludeRanksCount,
+                                                      newcomm, config, shrinkFlags), newcomm);
+  }
   struct snapccl_comm* p;
   struct snapccl_config cfg;
   SNAP_CHECK(snapccl_comm_get(comm, __func__, &p));

@@ -2,6 +2,7 @@
 #include "coll.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "comm.h"
@@ -40,7 +41,9 @@ int snapccl_dtype_is_float(ncclDataType_t dtype) {
   return ((int)dtype >= 0 && dtype < ncclNumTypes) ? dtypes[dtype].is_float : 0;
 }
 
-static ncclResult_t resolve_op(struct snapccl_coll* c, const char* func) {
+/* The checks, without side effects: NULL and a static reason when the call is valid
+ * enough for snapccl, else the code and a reason built into `why`. */
+static ncclResult_t check_op(struct snapccl_coll* c, char* why, size_t len) {
   static const enum snapccl_devop builtin[ncclNumOps] = {
       [ncclSum] = DEVOP_SUM, [ncclProd] = DEVOP_PROD, [ncclMax] = DEVOP_MAX,
       [ncclMin] = DEVOP_MIN, [ncclAvg] = DEVOP_SUM /* refined below */};
@@ -49,8 +52,10 @@ static ncclResult_t resolve_op(struct snapccl_coll* c, const char* func) {
     c->devop = DEVOP_SUM;
     return ncclSuccess;
   }
-  if ((int)c->op < 0)
-    return snapccl_error(ncclInvalidArgument, func, "invalid reduction operation %d", (int)c->op);
+  if ((int)c->op < 0) {
+    snprintf(why, len, "invalid reduction operation %d", (int)c->op);
+    return ncclInvalidArgument;
+  }
   if (c->op < ncclNumOps) {
     c->devop = builtin[c->op];
     if (c->op == ncclAvg) {
@@ -63,49 +68,49 @@ static ncclResult_t resolve_op(struct snapccl_coll* c, const char* func) {
     }
     return ncclSuccess;
   }
-  int slot = (int)c->op - ncclNumOps;
   struct snapccl_comm* comm = c->comm;
   int ok = 0;
   pthread_mutex_lock(&comm->lock);
-  if (slot < SNAPCCL_MAX_REDOPS && comm->redops[slot].in_use) {
-    const struct snapccl_redop* r = &comm->redops[slot];
-    if (r->dtype == c->dtype) {
-      ok = 1;
-      c->devop = DEVOP_PREMULSUM;
-      c->scalar_mode = r->residence == ncclScalarHostImmediate ? SCALAR_BITS : SCALAR_DEVICE;
-      c->scalar_bits = r->host_scalar;
-      c->scalar_dev = r->dev_scalar;
-    }
+  for (int i = 0; i < SNAPCCL_MAX_REDOPS && !ok; i++) {
+    const struct snapccl_redop* r = &comm->redops[i];
+    if (!r->in_use || r->op_id != (int)c->op || r->dtype != c->dtype) continue;
+    ok = 1;
+    c->devop = DEVOP_PREMULSUM;
+    c->scalar_mode = r->residence == ncclScalarHostImmediate ? SCALAR_BITS : SCALAR_DEVICE;
+    c->scalar_bits = r->host_scalar;
+    c->scalar_dev = r->dev_scalar;
   }
   pthread_mutex_unlock(&comm->lock);
-  if (!ok)
-    return snapccl_error(ncclInvalidArgument, func,
-                         "invalid reduction operation %d (not created on this communicator, "
-                         "destroyed, or made for another datatype than %s)",
-                         (int)c->op, snapccl_dtype_name(c->dtype));
+  if (!ok) {
+    snprintf(why, len,
+             "invalid reduction operation %d (not created on this communicator, destroyed, or "
+             "made for another datatype than %s)", (int)c->op, snapccl_dtype_name(c->dtype));
+    return ncclInvalidArgument;
+  }
   return ncclSuccess;
 }
 
-ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendbuff,
-                                  void* recvbuff, size_t count, ncclDataType_t dtype,
-                                  ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream,
-                                  const char* func, struct snapccl_coll* out) {
-  struct snapccl_comm* c;
+static ncclResult_t check(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,
+                          size_t count, ncclDataType_t dtype, ncclRedOp_t op,
+                          struct snapccl_comm* c, cudaStream_t stream, struct snapccl_coll* out,
+                          char* why, size_t len) {
   memset(out, 0, sizeof *out);
-  SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
-  if ((int)dtype < 0 || dtype >= ncclNumTypes)
-    return snapccl_error(ncclInvalidArgument, func, "invalid type %d", (int)dtype);
+  if ((int)dtype < 0 || dtype >= ncclNumTypes) {
+    snprintf(why, len, "invalid type %d", (int)dtype);
+    return ncclInvalidArgument;
+  }
   size_t esize = snapccl_dtype_size(dtype);
   /* Whole buffers in bytes must fit in size_t (and in the kernels' 64-bit offsets). */
   size_t mult = kind == COLL_ALLREDUCE ? 1 : (size_t)c->nranks;
-  if (count > SIZE_MAX / esize / mult)
-    return snapccl_error(ncclInvalidArgument, func,
-                         "count %zu of %s times %zu ranks overflows the address space", count,
-                         snapccl_dtype_name(dtype), mult);
-  if (count > 0 && !sendbuff)
-    return snapccl_error(ncclInvalidArgument, func, "sendbuff is NULL with count %zu", count);
-  if (count > 0 && !recvbuff)
-    return snapccl_error(ncclInvalidArgument, func, "recvbuff is NULL with count %zu", count);
+  if (count > SIZE_MAX / esize / mult) {
+    snprintf(why, len, "count %zu of %s times %zu ranks overflows the address space", count,
+             snapccl_dtype_name(dtype), mult);
+    return ncclInvalidArgument;
+  }
+  if (count > 0 && (!sendbuff || !recvbuff)) {
+    snprintf(why, len, "%s is NULL with count %zu", sendbuff ? "recvbuff" : "sendbuff", count);
+    return ncclInvalidArgument;
+  }
   out->kind = kind;
   out->sendbuff = sendbuff;
   out->recvbuff = recvbuff;
@@ -114,5 +119,27 @@ ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendb
   out->op = op;
   out->comm = c;
   out->stream = stream;
-  return resolve_op(out, func);
+  return check_op(out, why, len);
+}
+
+ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendbuff,
+                                  void* recvbuff, size_t count, ncclDataType_t dtype,
+                                  ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream,
+                                  const char* func, struct snapccl_coll* out) {
+  struct snapccl_comm* c;
+  char why[256];
+  memset(out, 0, sizeof *out);
+  SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
+  ncclResult_t r = check(kind, sendbuff, recvbuff, count, dtype, op, c, stream, out, why, sizeof why);
+  if (r != ncclSuccess) return snapccl_error(r, func, "%s", why);
+  return ncclSuccess;
+}
+
+int snapccl_coll_prepare_quiet(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,
+                               size_t count, ncclDataType_t dtype, ncclRedOp_t op,
+                               struct snapccl_comm* comm, cudaStream_t stream,
+                               struct snapccl_coll* out) {
+  char why[256];
+  return check(kind, sendbuff, recvbuff, count, dtype, op, comm, stream, out, why, sizeof why) ==
+         ncclSuccess;
 }

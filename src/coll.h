@@ -54,6 +54,12 @@ ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendb
                                   void* recvbuff, size_t count, ncclDataType_t dtype,
                                   ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream,
                                   const char* func, struct snapccl_coll* out);
+/* The same checks on a communicator struct, recording nothing: 1 if snapccl could take
+ * the call (interposed mode forwards it unchanged otherwise, for NCCL to judge). */
+int snapccl_coll_prepare_quiet(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,
+                               size_t count, ncclDataType_t dtype, ncclRedOp_t op,
+                               struct snapccl_comm* comm, cudaStream_t stream,
+                               struct snapccl_coll* out);
 /* The selector's estimate of a prepared call's time, in microseconds. */
 double snapccl_coll_estimate_us(const struct snapccl_coll* coll);
 /* Runs a prepared call now (outside a group, or at the outermost ncclGroupEnd). */

@@ -10,7 +10,10 @@
 #include "env.h"
 #include "error.h"
 #include "identity.h"
+#include "interpose.h"
 #include "log.h"
+#include "oob.h"
+#include "real_nccl.h"
 #include "registry.h"
 #include "snapccl.h"
 #include "transport/transport.h"
@@ -35,9 +38,21 @@ ncclResult_t snapccl_config_parse(const ncclConfig_t* user, struct snapccl_confi
       SNAP_FAIL(ncclInvalidArgument, "config.blocking must be 0 or 1, not %d", user->blocking);
     out->blocking = user->blocking;
   }
-  if (SET(minCTAs)) out->min_ctas = user->minCTAs;
-  if (SET(maxCTAs)) out->max_ctas = user->maxCTAs;
-  if (SET(splitShare)) out->split_share = user->splitShare;
+  if (SET(minCTAs)) {
+    if (user->minCTAs <= 0) SNAP_FAIL(ncclInvalidArgument, "config.minCTAs %d must be positive", user->minCTAs);
+    out->min_ctas = user->minCTAs;
+  }
+  if (SET(maxCTAs)) {
+    if (user->maxCTAs <= 0) SNAP_FAIL(ncclInvalidArgument, "config.maxCTAs %d must be positive", user->maxCTAs);
+    out->max_ctas = user->maxCTAs;
+  }
+  if (SET(cgaClusterSize) && user->cgaClusterSize < 0)
+    SNAP_FAIL(ncclInvalidArgument, "config.cgaClusterSize %d is negative", user->cgaClusterSize);
+  if (SET(splitShare)) {
+    if (user->splitShare != 0 && user->splitShare != 1)
+      SNAP_FAIL(ncclInvalidArgument, "config.splitShare must be 0 or 1, not %d", user->splitShare);
+    out->split_share = user->splitShare;
+  }
   if (HAS(commName) && user->commName) snprintf(out->name, sizeof out->name, "%s", user->commName);
 #undef SET
 #undef HAS
@@ -51,6 +66,7 @@ ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out) {
   struct snapccl_comm* c = calloc(1, sizeof *c);
   if (!c) SNAP_FAIL(ncclSystemError, "out of memory allocating a communicator");
   c->magic = SNAPCCL_COMM_MAGIC;
+  c->owns_handle = 1;
   c->rank = -1;
   c->cuda_dev = -1;
   atomic_store(&c->async_state, ncclInProgress);
@@ -127,38 +143,63 @@ static ncclResult_t check_and_count(struct snapccl_comm* comm) {
   return ncclSuccess;
 }
 
+/* Everything after the rendezvous: who is where, the checks, the transport. */
+static ncclResult_t setup_peers(struct snapccl_comm* comm, const char* mode) {
+  struct snapccl_peer_info me;
+  SNAP_CHECK(local_info(comm, &me));
+  comm->peers = calloc((size_t)comm->nranks, sizeof *comm->peers);
+  if (!comm->peers) SNAP_FAIL(ncclSystemError, "out of memory for %d peers", comm->nranks);
+  comm->peers[comm->rank] = me;
+  SNAP_CHECK(snapccl_oob_allgather(comm, comm->peers, sizeof me));
+  SNAP_CHECK(check_and_count(comm));
+  SNAP_CHECK(snapccl_transport_setup(comm));
+  INFO(SUB_INIT,
+       "comm %p commId 0x%llx rank %d nRanks %d cudaDev %d busId %s ranksOnDev %d ranksInProc %d "
+       "gpus %d mode %s version %d.%d.%d (NCCL API %d) - Init COMPLETE",
+       (void*)comm, (unsigned long long)comm->id_hash, comm->rank, comm->nranks, comm->cuda_dev,
+       me.bus_id, comm->ranks_on_dev, comm->ranks_in_proc, comm->nlocal_gpus, mode, SNAPCCL_MAJOR,
+       SNAPCCL_MINOR, SNAPCCL_PATCH, NCCL_VERSION_CODE);
+  return ncclSuccess;
+}
+
 ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
                                int rank, int cuda_dev) {
   ncclResult_t res = ncclSuccess;
-  struct snapccl_peer_info me;
   comm->rank = rank;
   comm->nranks = nranks;
   comm->cuda_dev = cuda_dev;
   comm->id_hash = snapccl_hash_bytes(id, sizeof *id, 0);
   snapccl_log_set_device(cuda_dev);
   CUDA_CHECK_GOTO(cudaSetDevice(cuda_dev), res, fail);
-  SNAP_CHECK_GOTO(local_info(comm, &me), res, fail);
   SNAP_CHECK_GOTO(snapccl_bootstrap_init(id, rank, nranks, &comm->boot), res, fail);
-  comm->peers = calloc((size_t)nranks, sizeof *comm->peers);
-  if (!comm->peers) {
-    res = snapccl_error(ncclSystemError, __func__, "out of memory for %d peers", nranks);
-    goto fail;
-  }
-  comm->peers[rank] = me;
-  SNAP_CHECK_GOTO(snapccl_bootstrap_allgather(comm->boot, comm->peers, sizeof me), res, fail);
-  SNAP_CHECK_GOTO(check_and_count(comm), res, fail);
-  SNAP_CHECK_GOTO(snapccl_transport_setup(comm), res, fail);
-  INFO(SUB_INIT,
-       "comm %p commId 0x%llx rank %d nRanks %d cudaDev %d busId %s ranksOnDev %d ranksInProc %d "
-       "gpus %d mode %s version %d.%d.%d (NCCL API %d) - Init COMPLETE",
-       (void*)comm, (unsigned long long)comm->id_hash, rank, nranks, cuda_dev, me.bus_id,
-       comm->ranks_on_dev, comm->ranks_in_proc, comm->nlocal_gpus, "standalone", SNAPCCL_MAJOR,
-       SNAPCCL_MINOR, SNAPCCL_PATCH, NCCL_VERSION_CODE);
+  SNAP_CHECK_GOTO(setup_peers(comm, snapccl_mode() == MODE_STANDALONE ? "standalone" : "own (ranks share GPUs)"), res, fail);
+  if (snapccl_mode() != MODE_STANDALONE && snapccl_make_real_underneath(comm) != ncclSuccess)
+    WARN("rank %d: no real communicator underneath (%s); calls snapccl does not run will fail",
+         rank, snapccl_last_error());
   atomic_store(&comm->async_state, ncclSuccess);
   return ncclSuccess;
 fail:
   snapccl_comm_set_async_error(comm, res, snapccl_last_error());
-  atomic_store(&comm->async_state, (int)res);
+  return res;
+}
+
+ncclResult_t snapccl_comm_attach(struct snapccl_comm* comm, ncclComm_t real_comm) {
+  const struct snapccl_real* real = snapccl_real();
+  ncclResult_t res = ncclSuccess;
+  if (!real) SNAP_FAIL(ncclInternalError, "no real NCCL to attach to");
+  comm->real_comm = real_comm;
+  comm->id_hash = (uint64_t)(uintptr_t)real_comm;
+  SNAP_CHECK_GOTO(real->ncclCommCount(real_comm, &comm->nranks), res, fail);
+  SNAP_CHECK_GOTO(real->ncclCommUserRank(real_comm, &comm->rank), res, fail);
+  SNAP_CHECK_GOTO(real->ncclCommCuDevice(real_comm, &comm->cuda_dev), res, fail);
+  snapccl_log_set_device(comm->cuda_dev);
+  CUDA_CHECK_GOTO(cudaSetDevice(comm->cuda_dev), res, fail);
+  CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&comm->oob_stream, cudaStreamNonBlocking), res, fail);
+  SNAP_CHECK_GOTO(setup_peers(comm, snapccl_mode_name(snapccl_mode())), res, fail);
+  atomic_store(&comm->async_state, ncclSuccess);
+  return ncclSuccess;
+fail:
+  snapccl_comm_set_async_error(comm, res, snapccl_last_error());
   return res;
 }
 
@@ -205,7 +246,16 @@ void snapccl_comm_free(struct snapccl_comm* comm) {
   if (!comm) return;
   snapccl_transport_free(comm);
   if (comm->boot) snapccl_bootstrap_destroy(comm->boot);
+  if (comm->oob_stream) cudaStreamDestroy(comm->oob_stream);
+  /* A real communicator we made underneath ours goes with it. */
+  if (comm->owns_handle && comm->real_comm && snapccl_real())
+    snapccl_real()->ncclCommDestroy(comm->real_comm);
   free(comm->peers);
+  while (comm->registrations) {
+    struct snapccl_registration* r = comm->registrations;
+    comm->registrations = r->next;
+    free(r);
+  }
   pthread_mutex_destroy(&comm->lock);
   comm->magic = 0;
   free(comm);
@@ -226,12 +276,14 @@ ncclResult_t snapccl_comm_get_ready(ncclComm_t handle, const char* func,
                                     struct snapccl_comm** out) {
   SNAP_CHECK(snapccl_comm_get(handle, func, out));
   int st = atomic_load(&(*out)->async_state);
+  /* NCCL's answers: a communicator not ready yet is an invalid argument; one in error
+   * state returns its error. */
   if (st == ncclInProgress)
-    return snapccl_error(ncclInvalidUsage, func,
+    return snapccl_error(ncclInvalidArgument, func,
                          "communicator %p is still initializing (non-blocking init or group "
                          "not ended)", (void*)handle);
   if (st != ncclSuccess)
-    return snapccl_error(ncclInvalidUsage, func, "communicator %p is in error state: %s",
+    return snapccl_error((ncclResult_t)st, func, "communicator %p is in error state: %s",
                          (void*)handle, (*out)->async_reason);
   if (atomic_load(&(*out)->aborted))
     return snapccl_error(ncclInvalidUsage, func, "communicator %p was aborted", (void*)handle);

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "nccl.h"
@@ -39,9 +40,11 @@ struct snapccl_config {
   char name[64];
 };
 
-/* A PreMulSum operator made by ncclRedOpCreatePreMulSum. */
+/* A PreMulSum operator made by ncclRedOpCreatePreMulSum (ours, or the real library's
+ * op whose scalar we also need to run the collective ourselves). */
 struct snapccl_redop {
   int in_use;
+  int op_id; /* the ncclRedOp_t value the application holds */
   ncclDataType_t dtype;
   ncclScalarResidence_t residence;
   uint64_t host_scalar; /* bytes of the scalar (host-immediate) */
@@ -49,6 +52,13 @@ struct snapccl_redop {
 };
 
 struct snapccl_transport; /* src/transport/transport.h */
+/* A buffer registration (ncclCommRegister / ncclCommWindowRegister) of a communicator
+ * we serve alone; remembered only to be handed back. */
+struct snapccl_registration {
+  struct snapccl_registration* next;
+  void* buff;
+  size_t size;
+};
 
 struct snapccl_comm {
   uint64_t magic;
@@ -61,7 +71,11 @@ struct snapccl_comm {
   int ranks_on_dev_in_proc; /* both */
   int nlocal_gpus;          /* distinct GPUs among the ranks */
   struct snapccl_peer_info* peers; /* [nranks] */
-  struct snapccl_bootstrap* boot;
+  struct snapccl_bootstrap* boot;   /* our rendezvous (communicators we created) */
+  ncclComm_t real_comm;             /* the real NCCL's communicator we are attached to */
+  int owns_handle;                  /* the application's handle is this struct (we created it) */
+  atomic_int attach_pending;        /* adopted from the real library, not attached yet */
+  cudaStream_t oob_stream;          /* private stream of exchanges through real_comm */
   struct snapccl_config config;
   uint64_t id_hash; /* of the unique id, for logs */
 
@@ -77,7 +91,11 @@ struct snapccl_comm {
   struct snapccl_transport* transport;
 
   pthread_mutex_t lock; /* redops, registrations */
+  struct snapccl_registration* registrations;
   struct snapccl_redop redops[SNAPCCL_MAX_REDOPS];
+  /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
+  atomic_ullong taken[3][48];
+  atomic_ullong forwarded[3][48];
 };
 
 /* Parses an ncclConfig_t (NULL = defaults); rejects a config that did not come from
@@ -89,6 +107,9 @@ ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out);
 /* The rendezvous and everything after it; sets async_state to the result. */
 ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
                                int rank, int cuda_dev);
+/* Interposed and fallback modes: our state for a communicator the real NCCL created
+ * (exchanges go through real_comm). On failure the caller forwards every call. */
+ncclResult_t snapccl_comm_attach(struct snapccl_comm* comm, ncclComm_t real_comm);
 /* Runs snapccl_comm_init on a detached thread (non-blocking configs); the result lands
  * in async_state. */
 ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUniqueId* id,

@@ -14,6 +14,10 @@
 static pthread_mutex_t g_err_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_err[SNAPCCL_ERR_LEN];
 static _Thread_local char t_err_copy[SNAPCCL_ERR_LEN];
+static int g_real_owner;
+
+void snapccl_mark_real_error(void) { __atomic_store_n(&g_real_owner, 1, __ATOMIC_RELAXED); }
+int snapccl_last_error_is_real(void) { return __atomic_load_n(&g_real_owner, __ATOMIC_RELAXED); }
 
 ncclResult_t snapccl_error(ncclResult_t code, const char* func, const char* fmt, ...) {
   char msg[SNAPCCL_ERR_LEN - 64];
@@ -24,6 +28,7 @@ ncclResult_t snapccl_error(ncclResult_t code, const char* func, const char* fmt,
   pthread_mutex_lock(&g_err_lock);
   snprintf(g_err, sizeof g_err, "%s: %s", func, msg);
   pthread_mutex_unlock(&g_err_lock);
+  __atomic_store_n(&g_real_owner, 0, __ATOMIC_RELAXED);
   snapccl_log(LOG_WARN, SUB_ALL, __FILE__, __LINE__, "%s: %s (%s)", func, msg,
               snapccl_result_string(code));
   return code;

@@ -16,6 +16,10 @@ const char* snapccl_last_error(void);
 /* ncclGetErrorString's text, for internal use. */
 const char* snapccl_result_string(ncclResult_t code);
 void snapccl_clear_last_error(void);
+/* Interposed mode: the latest failure was the real NCCL's (its ncclGetLastError has the
+ * text); any snapccl_error makes ours the latest again. */
+void snapccl_mark_real_error(void);
+int snapccl_last_error_is_real(void);
 
 #define SNAP_FAIL(code, ...) return snapccl_error((code), __func__, __VA_ARGS__)
 

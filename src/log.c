@@ -36,7 +36,7 @@ static const char* getenv2(const char* a, const char* b) {
 
 /* "INIT,COLL" enables those; "^INIT" enables everything but INIT, as in NCCL. */
 static unsigned parse_subsys(const char* s) {
-  if (!s || !*s) return SUB_INIT | SUB_ENV;
+  if (!s || !*s) return SUB_ALL;
   int invert = s[0] == '^';
   if (invert) s++;
   unsigned mask = 0;

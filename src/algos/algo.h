@@ -23,6 +23,10 @@ const struct snapccl_algo* snapccl_algo_at(int i);
 /* The algorithm that would run coll: SNAPCCL_ALGO's choice if set for this collective
  * (failing with the reason if it cannot run the call), else the cheapest that can. */
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* coll, const struct snapccl_algo** out);
+/* Interposed mode: the algorithm to take the call with, or (non-success, nothing
+ * recorded) none, and the call goes to the real NCCL: no algorithm can run it, a forced
+ * one cannot, or SNAPCCL_ALGO names "nccl" for this collective. */
+ncclResult_t snapccl_algo_choose(const struct snapccl_coll* coll, const struct snapccl_algo** out);
 
 /* The algorithms, one file each. */
 extern const struct snapccl_algo snapccl_allreduce_lamport;
@@ -30,5 +34,8 @@ extern const struct snapccl_algo snapccl_allreduce_oneshot;
 extern const struct snapccl_algo snapccl_allreduce_twoshot;
 extern const struct snapccl_algo snapccl_allgather_direct;
 extern const struct snapccl_algo snapccl_reducescatter_direct;
+extern const struct snapccl_algo snapccl_allreduce_copy;
+extern const struct snapccl_algo snapccl_allgather_copy;
+extern const struct snapccl_algo snapccl_reducescatter_copy;
 
 #endif

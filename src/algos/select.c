@@ -11,7 +11,8 @@
 
 static const struct snapccl_algo* const table[] = {
     &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
-    &snapccl_allgather_direct,    &snapccl_reducescatter_direct,
+    &snapccl_allgather_direct,    &snapccl_reducescatter_direct, &snapccl_allreduce_copy,
+    &snapccl_allgather_copy,      &snapccl_reducescatter_copy,
 };
 #define NALGOS ((int)(sizeof table / sizeof table[0]))
 
@@ -53,30 +54,40 @@ static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* 
        forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));
 }
 
-ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
+/* The choice, or the reason there is none (a static string or `buf`). */
+static const struct snapccl_algo* choose(const struct snapccl_coll* c, int* forced,
+                                         const char** why, char* buf, size_t len) {
   char want[64];
-  if (forced_name(c->kind, want, sizeof want)) {
+  *forced = forced_name(c->kind, want, sizeof want);
+  if (*forced) {
+    if (!strcmp(want, "nccl")) {
+      *why = "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL";
+      return NULL;
+    }
     for (int i = 0; i < NALGOS; i++) {
       if (table[i]->kind != c->kind || strcmp(table[i]->name, want) != 0) continue;
-      const char* why = table[i]->can_run(c);
-      if (why)
-        SNAP_FAIL(ncclInvalidUsage, "SNAPCCL_ALGO forces %s:%s, which cannot run this call: %s",
-                  snapccl_coll_name(c->kind), want, why);
-      *out = table[i];
-      log_choice(c, table[i], 1);
-      return ncclSuccess;
+      const char* r = table[i]->can_run(c);
+      if (r) {
+        snprintf(buf, len, "SNAPCCL_ALGO forces %s:%s, which cannot run this call: %s",
+                 snapccl_coll_name(c->kind), want, r);
+        *why = buf;
+        return NULL;
+      }
+      return table[i];
     }
-    SNAP_FAIL(ncclInvalidUsage, "SNAPCCL_ALGO names %s:%s, which is not an algorithm of snapccl",
-              snapccl_coll_name(c->kind), want);
+    snprintf(buf, len, "SNAPCCL_ALGO names %s:%s, which is not an algorithm of snapccl",
+             snapccl_coll_name(c->kind), want);
+    *why = buf;
+    return NULL;
   }
   const struct snapccl_algo* best = NULL;
   double best_cost = 0;
-  const char* why = "no algorithm for this collective";
+  *why = "no algorithm for this collective";
   for (int i = 0; i < NALGOS; i++) {
     if (table[i]->kind != c->kind) continue;
     const char* r = table[i]->can_run(c);
     if (r) {
-      why = r;
+      *why = r;
       continue;
     }
     double cost = table[i]->cost_us(c);
@@ -85,10 +96,35 @@ ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snap
       best_cost = cost;
     }
   }
-  if (!best)
-    SNAP_FAIL(ncclInvalidUsage, "snapccl cannot run this %s: %s", snapccl_coll_name(c->kind), why);
-  *out = best;
-  log_choice(c, best, 0);
+  if (!best) {
+    snprintf(buf, len, "snapccl cannot run this %s: %s", snapccl_coll_name(c->kind), *why);
+    *why = buf;
+  }
+  return best;
+}
+
+ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
+  char buf[320];
+  const char* why;
+  int forced;
+  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
+  if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", why);
+  *out = a;
+  log_choice(c, a, forced);
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snapccl_algo** out) {
+  char buf[320];
+  const char* why;
+  int forced;
+  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
+  if (!a) {
+    TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, why);
+    return ncclInvalidUsage;
+  }
+  *out = a;
+  log_choice(c, a, forced);
   return ncclSuccess;
 }
 

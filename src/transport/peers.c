@@ -10,6 +10,7 @@
 #include "bootstrap.h"
 #include "error.h"
 #include "log.h"
+#include "oob.h"
 #include "transport/transport_impl.h"
 
 struct exchange {
@@ -30,7 +31,7 @@ static ncclResult_t agree(struct snapccl_comm* comm, int* ok, char* reason, size
   if (!v) SNAP_FAIL(ncclSystemError, "out of memory");
   v[comm->rank].ok = *ok;
   snprintf(v[comm->rank].reason, sizeof v[0].reason, "%s", *ok ? "" : reason);
-  ncclResult_t res = snapccl_bootstrap_allgather(comm->boot, v, sizeof *v);
+  ncclResult_t res = snapccl_oob_allgather(comm, v, sizeof *v);
   if (res == ncclSuccess)
     for (int r = 0; r < comm->nranks; r++)
       if (!v[r].ok && *ok) {
@@ -101,7 +102,7 @@ ncclResult_t snapccl_peers_map(struct snapccl_comm* comm, struct snapccl_transpo
   if (!x) SNAP_FAIL(ncclSystemError, "out of memory");
   struct exchange* mine = &x[comm->rank];
   mine->ptr = (unsigned long long)(uintptr_t)t->ws_local;
-  int need_ipc = comm->ranks_in_proc < n;
+  int need_ipc = comm->ranks_in_proc < n && t->ws_local;
   if (need_ipc) {
     cudaError_t e = cudaIpcGetMemHandle(&mine->ipc, t->ws_local);
     mine->have_ipc = e == cudaSuccess;
@@ -110,14 +111,16 @@ ncclResult_t snapccl_peers_map(struct snapccl_comm* comm, struct snapccl_transpo
       INFO(SUB_TRANSPORT, "cudaIpcGetMemHandle failed: %s", cudaGetErrorString(e));
     }
   }
-  ncclResult_t res = snapccl_bootstrap_allgather(comm->boot, x, sizeof *x);
+  ncclResult_t res = snapccl_oob_allgather(comm, x, sizeof *x);
   if (res != ncclSuccess) goto out;
 
-  int ok = 1;
+  int ok = t->usable; /* a local allocation may already have failed */
   char reason[124] = "";
+  if (!ok) snprintf(reason, sizeof reason, "%.120s", t->reason);
   for (int r = 0; r < n && ok; r++)
     if (r != comm->rank) ok = p2p_possible(comm, r, reason, sizeof reason);
   SNAP_CHECK_GOTO(agree(comm, &ok, reason, sizeof reason), res, out);
+  if (n > SNAPCCL_MAX_RANKS) goto out;
   t->ws[comm->rank] = t->ws_local;
   for (int r = 0; r < n && ok; r++)
     if (r != comm->rank) ok = map_one(comm, t, r, &x[r], reason, sizeof reason);
@@ -157,7 +160,7 @@ ncclResult_t snapccl_peers_probe(struct snapccl_comm* comm, struct snapccl_trans
                                     sizeof out, cudaMemcpyHostToDevice, s), res, done);
   }
   CUDA_CHECK_GOTO(cudaStreamSynchronize(s), res, done);
-  SNAP_CHECK_GOTO(snapccl_bootstrap_barrier(comm->boot), res, done);
+  SNAP_CHECK_GOTO(snapccl_oob_barrier(comm), res, done);
   if (t->usable) {
     CUDA_CHECK_GOTO(cudaMemcpyAsync(got, t->ws_local + t->lay.probe_off, (size_t)n * 64,
                                     cudaMemcpyDeviceToHost, s), res, done);

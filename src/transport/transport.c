@@ -12,6 +12,7 @@
 #include "error.h"
 #include "kernels/launch.h"
 #include "log.h"
+#include "oob.h"
 #include "transport/transport_impl.h"
 
 ncclResult_t snapccl_transport_local_info(struct snapccl_comm* comm, struct snapccl_peer_info* me) {
@@ -48,7 +49,7 @@ static ncclResult_t agree_sizing(struct snapccl_comm* comm, struct sizing* out) 
   const struct snapccl_env* env = snapccl_env();
   int per_sm = 0, ok = snapccl_kernels_runnable(&per_sm);
   all[comm->rank] = (struct sizing){local_block_cap(comm, per_sm), ok, env->buffsize, env->timeout_ms};
-  ncclResult_t res = snapccl_bootstrap_allgather(comm->boot, all, sizeof *all);
+  ncclResult_t res = snapccl_oob_allgather(comm, all, sizeof *all);
   if (res == ncclSuccess) {
     *out = all[0];
     for (int r = 1; r < comm->nranks; r++) {
@@ -60,6 +61,19 @@ static ncclResult_t agree_sizing(struct snapccl_comm* comm, struct sizing* out) 
   }
   free(all);
   return res;
+}
+
+static ncclResult_t alloc_local(struct snapccl_comm* comm, struct snapccl_transport* t) {
+  SNAP_CHECK(snapccl_ws_alloc(t, comm->cuda_dev));
+  void* h = NULL;
+  CUDA_CHECK(cudaHostAlloc(&h, sizeof(struct snapccl_status), cudaHostAllocMapped));
+  t->status_host = h;
+  memset(h, 0, sizeof(struct snapccl_status));
+  void* d = NULL;
+  CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0));
+  t->status_dev = d;
+  CUDA_CHECK(cudaEventCreateWithFlags(&t->order_event, cudaEventDisableTiming));
+  return ncclSuccess;
 }
 
 ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
@@ -85,16 +99,13 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   }
   t->max_blocks = sz.max_blocks;
   snapccl_ws_layout_compute(&t->lay, comm->nranks, sz.max_blocks, sz.buffsize);
-  SNAP_CHECK(snapccl_ws_alloc(t, comm->cuda_dev));
-  void* h = NULL;
-  CUDA_CHECK(cudaHostAlloc(&h, sizeof(struct snapccl_status), cudaHostAllocMapped));
-  t->status_host = h;
-  memset(h, 0, sizeof(struct snapccl_status));
-  void* d = NULL;
-  CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0));
-  t->status_dev = d;
-  CUDA_CHECK(cudaEventCreateWithFlags(&t->order_event, cudaEventDisableTiming));
-
+  /* A local failure must not leave the peers waiting in the exchanges below: note it,
+   * carry on through every collective step, and let the agreement disable the
+   * transport on all ranks. */
+  if (alloc_local(comm, t) != ncclSuccess) {
+    t->usable = 0;
+    snprintf(t->reason, sizeof t->reason, "rank %d: %s", comm->rank, snapccl_last_error());
+  }
   SNAP_CHECK(snapccl_peers_map(comm, t));
   SNAP_CHECK(snapccl_peers_probe(comm, t));
   snapccl_topology_log(comm);
@@ -108,7 +119,7 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   k->rank = comm->rank;
   k->nranks = comm->nranks;
   /* Nobody may push into a workspace before its owner initialised it. */
-  SNAP_CHECK(snapccl_bootstrap_barrier(comm->boot));
+  SNAP_CHECK(snapccl_oob_barrier(comm));
   INFO(SUB_TRANSPORT,
        "comm rank %d: %s; workspace %.1f MiB (staging chunk %llu B, one-shot %llu B), "
        "%d blocks per call at most, device timeout %lld ms",

@@ -1,0 +1,35 @@
+/* One rank: every collective is a copy (or nothing, in place), as in NCCL. Only when
+ * the reduction leaves a lone input unchanged; a PreMulSum by a user scalar still needs
+ * the kernels. */
+#include "algos/algo.h"
+#include "algos/cost.h"
+#include "comm.h"
+#include "error.h"
+
+static const char* can_run(const struct snapccl_coll* c) {
+  if (c->comm->nranks != 1) return "more than one rank";
+  if (c->devop == DEVOP_PREMULSUM && c->scalar_mode != SCALAR_RECIPROCAL)
+    return "a PreMulSum by a user scalar changes the data";
+  return NULL;
+}
+
+static double cost(const struct snapccl_coll* c) {
+  (void)c;
+  return 0.0; /* never slower than a kernel doing the same copy */
+}
+
+static ncclResult_t launch(const struct snapccl_coll* c) {
+  size_t bytes = c->count * snapccl_dtype_size(c->dtype);
+  if (c->sendbuff == c->recvbuff || bytes == 0) return ncclSuccess;
+  int dev = -1;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev != c->comm->cuda_dev) CUDA_CHECK(cudaSetDevice(c->comm->cuda_dev));
+  cudaError_t e = cudaMemcpyAsync(c->recvbuff, c->sendbuff, bytes, cudaMemcpyDeviceToDevice, c->stream);
+  if (dev != c->comm->cuda_dev) cudaSetDevice(dev);
+  if (e != cudaSuccess) SNAP_FAIL(ncclUnhandledCudaError, "cudaMemcpyAsync: %s", cudaGetErrorString(e));
+  return ncclSuccess;
+}
+
+const struct snapccl_algo snapccl_allreduce_copy = {"copy", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allgather_copy = {"copy", COLL_ALLGATHER, can_run, cost, launch};
+const struct snapccl_algo snapccl_reducescatter_copy = {"copy", COLL_REDUCESCATTER, can_run, cost, launch};

@@ -67,7 +67,7 @@ template <int DT, int RK> __device__ void flags_body(const Ctx& c, const Reducer
     return (int)((n - p * EPP < (unsigned long long)EPP ? n - p * EPP : EPP) * ES);
   };
   for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    Pack v = ld_n(send + p * SNAPCCL_PACK, nbytes(p));
+    Pack v = red.prescale(ld_n(send + p * SNAPCCL_PACK, nbytes(p)));
     for (int d = 1; d < N; d++) {
       const int j = (me + d) % N;
       st_staging(oneshot_buf(a.ws[j], a.lay, a.lay.oneshot_off, par, me) + p * SNAPCCL_PACK, v);
@@ -79,7 +79,7 @@ template <int DT, int RK> __device__ void flags_body(const Ctx& c, const Reducer
     const int nb = nbytes(p);
     A acc[EPP];
     for (int r = 0; r < N; r++) {
-      Pack v = r == me ? ld_n(send + p * SNAPCCL_PACK, nb)
+      Pack v = r == me ? red.prescale(ld_n(send + p * SNAPCCL_PACK, nb))
                        : ld_staging(oneshot_buf(a.ws[me], a.lay, a.lay.oneshot_off, par, r) + p * SNAPCCL_PACK);
       if (r == 0) red.template first<RK>(acc, v);
       else red.template add<RK>(acc, v);
@@ -104,7 +104,7 @@ template <int DT, int RK> __device__ void lamport_body(const Ctx& c, const Reduc
   };
   // Push first, for the whole range: peers can start reducing while we still read.
   for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    Pack v = canon<ES>(ld_n(send + p * SNAPCCL_PACK, nbytes(p)));
+    Pack v = canon<ES>(red.prescale(ld_n(send + p * SNAPCCL_PACK, nbytes(p))));
     for (int d = 1; d < N; d++) {
       const int j = (me + d) % N;
       st_volatile(oneshot_buf(a.ws[j], a.lay, a.lay.lamport_off, par, me) + p * SNAPCCL_PACK, v);
@@ -117,7 +117,7 @@ template <int DT, int RK> __device__ void lamport_body(const Ctx& c, const Reduc
     for (int r = 0; r < N; r++) {
       Pack v;
       if (r == me) {
-        v = canon<ES>(ld_n(send + p * SNAPCCL_PACK, nb)); // the same value peers received
+        v = canon<ES>(red.prescale(ld_n(send + p * SNAPCCL_PACK, nb))); // what peers received
       } else {
         const char* slotp = oneshot_buf(a.ws[me], a.lay, a.lay.lamport_off, par, r) + p * SNAPCCL_PACK;
         int spins = 0;

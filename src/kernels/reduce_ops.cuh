@@ -102,9 +102,11 @@ template <> struct Type<ncclFloat8e5m2> {
   __device__ static Storage from(Acc x) { return __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E5M2); }
 };
 
-// The four reduction shapes. SUM covers ncclSum, PreMulSum and both averages: every
-// input is multiplied by `scale` (1 for a plain sum) and integer averages divide at the
-// end. Exact: x * 1 == x for every value, NaN and Inf included.
+// The four reduction shapes. SUM covers ncclSum, PreMulSum and both averages. PreMulSum
+// (and the floating-point average, a PreMulSum by 1/nranks) scales each rank's input by
+// that rank's own scalar, so the owner of the data scales it (prescale) before anything
+// else sees it, rounding to the dtype like NCCL; the reduction then only sums. Integer
+// averages divide at the end.
 enum RedKind { RED_SUM = 0, RED_PROD = 1, RED_MAX = 2, RED_MIN = 3 };
 
 template <int DT> struct Reducer {
@@ -112,7 +114,8 @@ template <int DT> struct Reducer {
   using S = typename T::Storage;
   using A = typename T::Acc;
   static constexpr int EPP = SNAPCCL_PACK / sizeof(S);
-  A scale;
+  A scale;     // this rank's PreMulSum scalar
+  int premul;  // scale applies (PreMulSum, floating-point average)
   int postdiv; // nranks for an integer average, else 0
 
   __device__ static void unpack(const Pack& p, S (&e)[EPP]) { memcpy(e, &p, sizeof e); }
@@ -122,11 +125,20 @@ template <int DT> struct Reducer {
     return p;
   }
 
+  // This rank's own input as every rank must see it (scaled by its own scalar).
+  __device__ __forceinline__ Pack prescale(const Pack& p) const {
+    if (!premul) return p;
+    S e[EPP];
+    unpack(p, e);
+#pragma unroll
+    for (int i = 0; i < EPP; i++) e[i] = T::from(wmul(T::to(e[i]), scale));
+    return pack(e);
+  }
   template <int RK> __device__ __forceinline__ void first(A (&acc)[EPP], const Pack& p) const {
     S e[EPP];
     unpack(p, e);
 #pragma unroll
-    for (int i = 0; i < EPP; i++) acc[i] = RK == RED_SUM ? wmul(T::to(e[i]), scale) : T::to(e[i]);
+    for (int i = 0; i < EPP; i++) acc[i] = T::to(e[i]);
   }
   template <int RK> __device__ __forceinline__ void add(A (&acc)[EPP], const Pack& p) const {
     S e[EPP];
@@ -134,7 +146,7 @@ template <int DT> struct Reducer {
 #pragma unroll
     for (int i = 0; i < EPP; i++) {
       A x = T::to(e[i]);
-      if (RK == RED_SUM) acc[i] = wadd(acc[i], wmul(x, scale));
+      if (RK == RED_SUM) acc[i] = wadd(acc[i], x);
       else if (RK == RED_PROD) acc[i] = wmul(acc[i], x);
       else if (RK == RED_MAX) acc[i] = vmax(acc[i], x);
       else acc[i] = vmin(acc[i], x);
@@ -164,6 +176,7 @@ template <int DT> __device__ __forceinline__ Reducer<DT> make_reducer(const snap
   using T = Type<DT>;
   Reducer<DT> r;
   r.scale = (typename T::Acc)1;
+  r.premul = a.devop == DEVOP_PREMULSUM;
   r.postdiv = a.devop == DEVOP_SUMPOSTDIV ? a.nranks : 0;
   if (a.devop == DEVOP_PREMULSUM) {
     typename T::Storage s;

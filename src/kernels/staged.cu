@@ -74,7 +74,7 @@ __device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, unsigned lon
       char* dst = chunk(a.ws[j], a.lay, a.lay.rs_off, slot, me, b);
       for (unsigned long long p = threadIdx.x; p * EPP < len; p += blockDim.x) {
         const int nb = (int)((len - p * EPP < (unsigned long long)EPP ? len - p * EPP : EPP) * ES);
-        st_staging(dst + p * SNAPCCL_PACK, ld_n(src + p * SNAPCCL_PACK, nb));
+        st_staging(dst + p * SNAPCCL_PACK, red.prescale(ld_n(src + p * SNAPCCL_PACK, nb)));
       }
     }
     signal_flags(c, FLAG_RS, round);
@@ -90,7 +90,7 @@ __device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, unsigned lon
         const int nb = (int)((len - p * EPP < (unsigned long long)EPP ? len - p * EPP : EPP) * ES);
         A acc[EPP];
         for (int r = 0; r < N; r++) {
-          Pack v = r == me ? ld_n(in + p * SNAPCCL_PACK, nb)
+          Pack v = r == me ? red.prescale(ld_n(in + p * SNAPCCL_PACK, nb))
                            : ld_staging(chunk(a.ws[me], a.lay, a.lay.rs_off, slot, r, b) + p * SNAPCCL_PACK);
           if (r == 0) red.template first<RK>(acc, v);
           else red.template add<RK>(acc, v);

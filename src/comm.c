@@ -196,10 +196,11 @@ ncclResult_t snapccl_comm_attach(struct snapccl_comm* comm, ncclComm_t real_comm
   CUDA_CHECK_GOTO(cudaSetDevice(comm->cuda_dev), res, fail);
   CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&comm->oob_stream, cudaStreamNonBlocking), res, fail);
   SNAP_CHECK_GOTO(setup_peers(comm, snapccl_mode_name(snapccl_mode())), res, fail);
-  atomic_store(&comm->async_state, ncclSuccess);
   return ncclSuccess;
 fail:
-  snapccl_comm_set_async_error(comm, res, snapccl_last_error());
+  /* Not the application's failure: the real communicator is fine and keeps every call.
+   * Our half-built state goes, so nothing of ours runs on it. */
+  snapccl_transport_free(comm);
   return res;
 }
 

@@ -45,6 +45,9 @@ ncclResult_t snapccl_adopt_real_comm(ncclComm_t real_comm, int attach_now) {
   SNAP_CHECK(snapccl_comm_alloc(&c));
   c->real_comm = real_comm;
   c->owns_handle = 0; /* the application holds the real library's handle */
+  /* Our state of it is "fine" from the start: the real library owns its init (and its
+   * non-blocking progress); we only add our device errors once attached. */
+  atomic_store(&c->async_state, ncclSuccess);
   atomic_store(&c->attach_pending, 1);
   ncclResult_t res = snapccl_registry_add(real_comm, c);
   if (res != ncclSuccess) {

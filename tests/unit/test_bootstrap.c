@@ -24,6 +24,7 @@
 #include "bootstrap.h"
 #include "env.h"
 #include "error.h"
+#include "socket.h"
 
 /* ---- helpers ---- */
 
@@ -739,4 +740,241 @@ Test(bootstrap, destroyed_peer_fails_ring_promptly) {
   cr_assert_eq(snapccl_bootstrap_barrier(b[1]), ncclRemoteError);
   cr_assert_lt(now_s() - t0, 2.0);
   snapccl_bootstrap_destroy(b[1]);
+}
+
+/* ---- addresses and interfaces ---- */
+
+Test(bootstrap, interface_selection) {
+  union snapccl_sockaddr a;
+  char s[80];
+  cr_assert_eq(snapccl_socket_pick_addr("", &a), ncclSuccess);
+  cr_assert_str_eq(snapccl_sockaddr_str(&a, s, sizeof s), "127.0.0.1:0");
+  /* "lo" as prefix, exact name, and in a list; IPv4 is preferred over ::1. */
+  const char* picks_lo[] = {"lo", "=lo", "nosuch,lo", "l"};
+  for (size_t i = 0; i < sizeof picks_lo / sizeof picks_lo[0]; i++) {
+    cr_assert_eq(snapccl_socket_pick_addr(picks_lo[i], &a), ncclSuccess, "%s: %s", picks_lo[i],
+                 snapccl_last_error());
+    cr_assert_eq(a.sa.sa_family, AF_INET, "%s", picks_lo[i]);
+    cr_assert_eq(ntohl(a.sin.sin_addr.s_addr) >> 24, 127u, "%s", picks_lo[i]);
+  }
+  cr_assert_eq(snapccl_socket_pick_addr("=l", &a), ncclSystemError); /* exact: no "l" */
+  cr_assert_eq(snapccl_socket_pick_addr("nosuchif", &a), ncclSystemError);
+  cr_assert(strstr(snapccl_last_error(), "nosuchif") != NULL, "%s", snapccl_last_error());
+  /* Excluding a prefix never picks it. */
+  if (snapccl_socket_pick_addr("^lo", &a) == ncclSuccess)
+    cr_assert_neq(ntohl(a.sin.sin_addr.s_addr) >> 24, 127u);
+
+  /* A rendezvous over an explicitly named interface. */
+  setenv("SNAPCCL_SOCKET_IFNAME", "=lo", 1);
+  snapccl_env_reload();
+  ncclUniqueId id;
+  struct snapccl_bootstrap* b[2];
+  cr_assert_eq(snapccl_bootstrap_create_root(&id), ncclSuccess);
+  init_in_threads(&id, 2, b);
+  cr_assert_eq(snapccl_bootstrap_send(b[0], 1, 1, "hi", 2), ncclSuccess);
+  char c[2];
+  cr_assert_eq(snapccl_bootstrap_recv(b[1], 0, 1, c, 2), ncclSuccess);
+  cr_assert(c[0] == 'h' && c[1] == 'i');
+  snapccl_bootstrap_destroy(b[0]);
+  snapccl_bootstrap_destroy(b[1]);
+}
+
+Test(bootstrap, ipv6_loopback) {
+  union snapccl_sockaddr a, back;
+  memset(&a, 0, sizeof a);
+  a.sin6.sin6_family = AF_INET6;
+  a.sin6.sin6_addr = in6addr_loopback;
+  int lfd = -1;
+  if (snapccl_socket_listen(&a, &lfd) != ncclSuccess) cr_skip_test("no IPv6 loopback here");
+  char s[80], want[80];
+  snprintf(want, sizeof want, "[::1]:%u", ntohs(a.sin6.sin6_port));
+  cr_assert_str_eq(snapccl_sockaddr_str(&a, s, sizeof s), want);
+  struct snapccl_wire_addr w;
+  snapccl_sockaddr_to_wire(&a, &w);
+  cr_assert_eq(snapccl_sockaddr_from_wire(&w, &back), 0);
+  cr_assert_eq(memcmp(&back.sin6.sin6_addr, &in6addr_loopback, 16), 0);
+  cr_assert_eq(back.sin6.sin6_port, a.sin6.sin6_port);
+
+  int64_t deadline = snapccl_now_ms() + 5000;
+  int cfd = -1, sfd = -1;
+  cr_assert_eq(snapccl_socket_connect(&a, deadline, -1, &cfd, "test connect"), ncclSuccess);
+  union snapccl_sockaddr peer;
+  for (int i = 0; i < 500 && snapccl_socket_try_accept(lfd, &sfd, &peer) != 1; i++) sleep_ms(2);
+  cr_assert_geq(sfd, 0);
+  char out[3000], in[3000];
+  fill(out, sizeof out, 99);
+  cr_assert_eq(snapccl_socket_send_all(cfd, out, sizeof out, deadline, -1, "test send"), ncclSuccess);
+  cr_assert_eq(snapccl_socket_recv_all(sfd, in, sizeof in, deadline, -1, "test recv"), ncclSuccess);
+  cr_assert_eq(memcmp(in, out, sizeof in), 0);
+  /* A closed peer is an error, not a hang or SIGPIPE. */
+  close(sfd);
+  ncclResult_t r = ncclSuccess;
+  for (int i = 0; i < 50 && r == ncclSuccess; i++)
+    r = snapccl_socket_send_all(cfd, out, sizeof out, deadline, -1, "test send to closed");
+  cr_assert_eq(r, ncclRemoteError);
+  cr_assert_eq(snapccl_socket_recv_all(cfd, in, 1, deadline, -1, "test recv from closed"),
+               ncclRemoteError);
+  close(cfd);
+  close(lfd);
+
+  /* An IPv6 id passes the id check. */
+  struct snapccl_unique_id u;
+  memset(&u, 0, sizeof u);
+  u.magic = SNAPCCL_ID_MAGIC;
+  u.family = AF_INET6;
+  u.port = htons(1234);
+  memcpy(u.addr, &in6addr_loopback, 16);
+  ncclUniqueId id;
+  memcpy(id.internal, &u, sizeof u);
+  cr_assert_eq(snapccl_bootstrap_check_id(&id), ncclSuccess);
+}
+
+/* ---- refusals at a rank's listener: the test plays the root and rank 1 ---- */
+
+enum { MSG_RING_HELLO = 3, MSG_P2P = 4 };
+struct ident_msg {
+  struct wire_hdr h;
+  uint64_t nonce[2];
+  int32_t from, tag;
+};
+
+static int raw_listen(struct sockaddr_in* a) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof *a;
+  cr_assert_eq(bind(fd, (struct sockaddr*)a, sizeof *a), 0);
+  cr_assert_eq(listen(fd, 16), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr*)a, &l), 0);
+  return fd;
+}
+
+static int raw_accept(int lfd) {
+  struct pollfd p = {.fd = lfd, .events = POLLIN};
+  cr_assert_eq(poll(&p, 1, 5000), 1, "nobody connected");
+  int fd = accept(lfd, NULL, NULL);
+  cr_assert_geq(fd, 0);
+  return fd;
+}
+
+static void raw_read(int fd, void* buf, size_t n) {
+  for (size_t got = 0; got < n;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 5000), 1, "no data");
+    ssize_t k = recv(fd, (char*)buf + got, n - got, 0);
+    cr_assert_gt(k, 0, "connection closed");
+    got += (size_t)k;
+  }
+}
+
+static int raw_connect_to(const struct wire_addr* w) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = w->port};
+  memcpy(&a.sin_addr, w->addr, 4);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  cr_assert_eq(connect(fd, (struct sockaddr*)&a, sizeof a), 0, "%s", strerror(errno));
+  return fd;
+}
+
+struct lone_rank {
+  const ncclUniqueId* id;
+  ncclResult_t init_res, recv_res;
+  char got[4];
+};
+
+static void* lone_rank_main(void* p) {
+  struct lone_rank* r = p;
+  struct snapccl_bootstrap* b = NULL;
+  r->init_res = snapccl_bootstrap_init(r->id, 0, 2, &b);
+  if (r->init_res == ncclSuccess) {
+    r->recv_res = snapccl_bootstrap_recv(b, 1, 5, r->got, sizeof r->got);
+    snapccl_bootstrap_destroy(b);
+  }
+  return NULL;
+}
+
+Test(bootstrap, rank_listener_refuses_forgeries) {
+  struct sockaddr_in root_a, peer_a;
+  int root_l = raw_listen(&root_a), peer_l = raw_listen(&peer_a);
+  struct snapccl_unique_id u;
+  memset(&u, 0, sizeof u);
+  u.magic = SNAPCCL_ID_MAGIC;
+  u.nonce[0] = 0x1111;
+  u.nonce[1] = 0x2222;
+  u.family = AF_INET;
+  u.port = root_a.sin_port;
+  memcpy(u.addr, &root_a.sin_addr, 4);
+  ncclUniqueId id;
+  memcpy(id.internal, &u, sizeof u);
+
+  struct lone_rank r = {&id, ncclInternalError, ncclInternalError, {0}};
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, lone_rank_main, &r), 0);
+
+  /* As the root: take rank 0's HELLO, answer with a table naming our fake rank 1. */
+  int root_c = raw_accept(root_l);
+  struct hello_msg hello;
+  raw_read(root_c, &hello, sizeof hello);
+  cr_assert_eq(hello.h.magic, WIRE_MAGIC);
+  cr_assert_eq(hello.h.type, MSG_HELLO);
+  cr_assert_eq(hello.rank, 0);
+  cr_assert_eq(hello.nranks, 2);
+  cr_assert(hello.nonce[0] == u.nonce[0] && hello.nonce[1] == u.nonce[1]);
+  struct {
+    struct wire_hdr h;
+    struct wire_addr a[2];
+  } table;
+  memset(&table, 0, sizeof table);
+  table.h = (struct wire_hdr){WIRE_MAGIC, MSG_TABLE, sizeof table.a};
+  table.a[0] = hello.listen;
+  table.a[1].family = AF_INET;
+  table.a[1].port = peer_a.sin_port;
+  memcpy(table.a[1].addr, &peer_a.sin_addr, 4);
+  raw_send(root_c, &table, sizeof table);
+
+  /* As rank 1: rank 0 connects its ring to us. */
+  int next_c = raw_accept(peer_l);
+  struct ident_msg ring;
+  raw_read(next_c, &ring, sizeof ring);
+  cr_assert_eq(ring.h.type, MSG_RING_HELLO);
+  cr_assert_eq(ring.from, 0);
+
+  /* Forgeries while rank 0 waits for its ring connection. */
+  struct ident_msg m = {{WIRE_MAGIC, MSG_RING_HELLO, 24}, {u.nonce[0], u.nonce[1]}, 1, 0};
+  struct ident_msg bad[4] = {m, m, m, m};
+  bad[0].nonce[0] ^= 1;                 /* wrong nonce */
+  bad[1].from = 5;                      /* no such rank */
+  bad[2].h = (struct wire_hdr){WIRE_MAGIC, MSG_P2P, 1ull << 50}; /* oversized P2P */
+  bad[3].h.magic ^= 0x100;              /* not our protocol */
+  for (int i = 0; i < 4; i++) {
+    int fd = raw_connect_to(&hello.listen);
+    raw_send(fd, &bad[i], sizeof bad[i]);
+    cr_assert(closed_within(fd, 2000), "forgery %d was not refused", i);
+    close(fd);
+  }
+  int trunc = raw_connect_to(&hello.listen); /* truncated, then silent */
+  raw_send(trunc, &m, sizeof m - 3);
+
+  /* The real ring connection completes rank 0's init. */
+  int prev_c = raw_connect_to(&hello.listen);
+  raw_send(prev_c, &m, sizeof m);
+  /* Once the ring exists, a second RING_HELLO is refused. */
+  int again = raw_connect_to(&hello.listen);
+  raw_send(again, &m, sizeof m);
+  cr_assert(closed_within(again, 2000), "late RING_HELLO was not refused");
+  close(again);
+
+  /* A proper tagged message reaches rank 0's pending receive. */
+  int p2p = raw_connect_to(&hello.listen);
+  struct ident_msg pm = {{WIRE_MAGIC, MSG_P2P, 24 + 4}, {u.nonce[0], u.nonce[1]}, 1, 5};
+  raw_send(p2p, &pm, sizeof pm);
+  raw_send(p2p, "abcd", 4);
+  pthread_join(th, NULL);
+  cr_assert_eq(r.init_res, ncclSuccess, "%s", snapccl_last_error());
+  cr_assert_eq(r.recv_res, ncclSuccess, "%s", snapccl_last_error());
+  cr_assert_eq(memcmp(r.got, "abcd", 4), 0);
+  /* rank 0 is destroyed: its listener closed every connection it held. */
+  cr_assert(closed_within(trunc, 2000));
+  const int mine[] = {p2p, prev_c, next_c, root_c, trunc};
+  for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++) close(mine[i]);
+  close(root_l);
+  close(peer_l);
 }

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Runs one phase of the GPU checks on a lent GPU host, from the repository root, with
+# what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
+# the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
+#
+#   tools/gpu/run.sh suite|nccltests|perf|interpose [...]   (several phases in one call)
+#
+# Never enables NVLink multicast: NCCL_NVLS_ENABLE=0 etc. stay exported for every
+# program, SNAPCCL_NVLS is never set.
+set -u
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+unset SNAPCCL_NVLS
+OUT=${OUT:-$repo/gpu-out}
+[ -d build ] || ln -s gpu-carry/build build
+export LD_LIBRARY_PATH="$repo/build/gpu-deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+SNAPLIB=$repo/build/src
+NT_OURS=$repo/gpu-carry/nccl-tests/ours
+NT_NV=$repo/gpu-carry/nccl-tests/nvidia
+MPIRUN="mpirun --allow-run-as-root --oversubscribe -x NCCL_NVLS_ENABLE -x TORCH_SYMM_MEM_DISABLE_MULTICAST -x NVSHMEM_DISABLE_NVLS"
+# NVIDIA's libnccl on this host (the toolkit's, else the first one found).
+REAL_NCCL=$(ls /usr/local/cuda/lib64/libnccl.so.2 2>/dev/null ||
+  find / -xdev -name 'libnccl.so.2' ! -path "$repo/*" 2>/dev/null | head -n 1)
+REAL_DIR=$(dirname "${REAL_NCCL:-/nonexistent/x}")
+CUDA_LIB=/usr/local/cuda/lib64
+SUMMARY=()
+
+# step NAME LIMIT_S [ENV=VAL...] -- COMMAND...: logs to $LOG/NAME.log; PASS needs exit 0
+# and, for nccl-tests-style output, "Out of bounds values : 0 OK" and no wrong values.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  local log=$LOG/$name.log t0 rc verdict
+  t0=$(date +%s.%N)
+  { echo "\$ ${envs[*]} $*"; env "${envs[@]}" timeout -k 10 "$limit" "$@"; } >"$log" 2>&1
+  rc=$?
+  verdict=PASS
+  [ $rc = 0 ] || verdict="FAIL($rc)"
+  if grep -q "Out of bounds values" "$log"; then
+    grep -q "Out of bounds values : 0 OK" "$log" || verdict="WRONG"
+    awk '/^ +[0-9]+ +[0-9]+ / { if ($9 != 0 || $13 != 0) bad = 1 } END { exit bad }' "$log" || verdict="WRONG"
+  fi
+  SUMMARY+=("$(printf '%-60s %-9s %6.1fs' "$name" "$verdict" "$(echo "$(date +%s.%N) - $t0" | bc)")")
+  echo "${SUMMARY[-1]}"
+}
+
+phase_suite() {
+  step demo_4ranks 120 SNAPCCL_SHARED_GPU=1 SNAPCCL_DEMO_RANKS=4 -- build/snapccl_demo
+  step demo_1rank 60 -- build/snapccl_demo
+  step gpu_suite 480 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
+}
+
+phase_nccltests() {
+  local L=$SNAPLIB:$CUDA_LIB
+  for coll in all_reduce reduce_scatter all_gather; do
+    for d in float half bfloat16 int32; do
+      for o in sum max; do
+        [ $coll = all_gather ] && [ $o = max ] && continue
+        for g in 0 1; do
+          step "nt_ours_${coll}_${d}_${o}_G$g" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+            "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 -d $d -o $o -G $g
+        done
+      done
+    done
+  done
+  for np in 2 4; do
+    for pair in float:sum half:max bfloat16:sum int32:max; do
+      for coll in all_reduce all_gather reduce_scatter; do
+        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 120 -- $MPIRUN -np $np \
+          -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 \
+          "$NT_OURS/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1 -d ${pair%:*} -o ${pair#*:}
+      done
+    done
+  done
+}
+
+phase_perf() {
+  local P=build/perf
+  for coll in all_reduce all_gather reduce_scatter; do
+    for g in 1 2 4; do
+      step "perf_${coll}_g$g" 120 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 -- \
+        $P/${coll}_perf -b 8 -e 64M -f 8 -g $g -c 1
+    done
+    for np in 2 4; do
+      step "perf_${coll}_mpi$np" 120 -- $MPIRUN -np $np -x LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH \
+        -x SNAPCCL_SHARED_GPU=1 $P/${coll}_perf_mpi -b 8 -e 16M -f 16 -n 5 -w 1 -c 1
+    done
+  done
+  step compare_ws1 420 -- perf/compare.sh -o "$LOG/compare" --nccl-lib "$REAL_DIR" --reps 1
+}
+
+phase_interpose() {
+  local PRE=$SNAPLIB/libsnapccl.so L=$REAL_DIR:$CUDA_LIB
+  for coll in all_reduce all_gather reduce_scatter; do
+    step "pre_${coll}_g1" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+      SNAPCCL_DEBUG_SUBSYS=INTERPOSE,ALGO -- "$NT_NV/${coll}_perf" -b 8 -e 256M -f 4 -g 1 -c 1
+  done
+  for coll in broadcast reduce sendrecv alltoall; do
+    step "pre_${coll}_g1" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+      SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- "$NT_NV/${coll}_perf" -b 8 -e 64M -f 8 -g 1 -c 1
+  done
+  for coll in all_reduce all_gather reduce_scatter; do
+    step "pre_mpi2_${coll}" 120 -- $MPIRUN -np 2 -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH \
+      -x LD_PRELOAD=$PRE -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 -x SNAPCCL_DEBUG=INFO \
+      -x SNAPCCL_DEBUG_SUBSYS=INTERPOSE "$NT_NV/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1
+    step "fallback_${coll}_g1" 120 LD_LIBRARY_PATH=$SNAPLIB:$L:$LD_LIBRARY_PATH SNAPCCL_NCCL_LIB=$REAL_NCCL \
+      SNAPCCL_DEBUG=INFO SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- "$NT_NV/${coll}_perf" -b 8 -e 64M -f 4 -g 1 -c 1
+    step "fallback_mpi2_${coll}" 120 -- $MPIRUN -np 2 -x LD_LIBRARY_PATH=$SNAPLIB:$L:$LD_LIBRARY_PATH \
+      -x SNAPCCL_NCCL_LIB=$REAL_NCCL -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 -x SNAPCCL_DEBUG=INFO \
+      -x SNAPCCL_DEBUG_SUBSYS=INTERPOSE "$NT_NV/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1
+  done
+  step "fallback_sendrecv_g1" 120 LD_LIBRARY_PATH=$SNAPLIB:$L:$LD_LIBRARY_PATH SNAPCCL_NCCL_LIB=$REAL_NCCL \
+    -- "$NT_NV/sendrecv_perf" -b 8 -e 64M -f 8 -g 1 -c 1
+  local TR="python3 -m torch.distributed.run --standalone"
+  step torch_1rank_plain 180 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node 1 tests/torch/collectives.py
+  step torch_1rank_preload 180 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+    SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- $TR --nproc-per-node 1 tests/torch/collectives.py
+  step torch_2rank_shared_preload 240 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_SHARED_GPU=1 \
+    SNAPCCL_DEBUG=INFO SNAPCCL_DEBUG_SUBSYS=INTERPOSE SNAPCCL_TIMEOUT_MS=60000 -- \
+    $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
+}
+
+nvidia-smi -L
+echo "real NCCL: ${REAL_NCCL:-none}"
+for phase in "$@"; do
+  LOG=$OUT/$phase
+  mkdir -p "$LOG"
+  "phase_$phase"
+  printf '%s\n' "${SUMMARY[@]}" >"$LOG/summary.txt"
+  tar -czf "$OUT/$phase.tgz" -C "$OUT" "$phase" && rm -rf "$LOG"
+done
+echo "==== summary"
+printf '%s\n' "${SUMMARY[@]}"

@@ -62,6 +62,8 @@ int snapccl_coll_prepare_quiet(enum snapccl_coll_kind kind, const void* sendbuff
                                struct snapccl_coll* out);
 /* The selector's estimate of a prepared call's time, in microseconds. */
 double snapccl_coll_estimate_us(const struct snapccl_coll* coll);
+/* Whether an algorithm can run the call (the reason recorded if not); launches nothing. */
+ncclResult_t snapccl_coll_check(const struct snapccl_coll* coll);
 /* Runs a prepared call now (outside a group, or at the outermost ncclGroupEnd). */
 ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll);
 

@@ -114,10 +114,10 @@ ncclResult_t snapccl_group_end(void) {
   t_group_error = ncclSuccess;
   ncclResult_t r = run_inits(&in_progress);
   if (res == ncclSuccess) res = r;
-  for (int i = 0; i < t_ncolls; i++) {
-    if (res != ncclSuccess) break; /* like NCCL: a failed group issues nothing more */
-    res = snapccl_coll_issue(&t_colls[i]);
-  }
+  /* Like NCCL, every call is checked before any is launched: a launched call whose
+   * peers' group then failed would wait for them until the timeout. */
+  for (int i = 0; i < t_ncolls && res == ncclSuccess; i++) res = snapccl_coll_check(&t_colls[i]);
+  for (int i = 0; i < t_ncolls && res == ncclSuccess; i++) res = snapccl_coll_issue(&t_colls[i]);
   t_ncolls = 0;
   if (res == ncclSuccess && in_progress) return ncclInProgress;
   return res;

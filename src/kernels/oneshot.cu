@@ -206,9 +206,35 @@ extern "C" cudaError_t snapccl_launch_ws_init(char* ws, const struct snapccl_ws_
   return cudaGetLastError();
 }
 
+// Ranks sharing a GPU in one process spin on each other's kernels. Under CUDA's lazy
+// module loading (the default), a rank's first launch of a kernel may load it and wait
+// for the context, hence for another rank's spinning kernel: a deadlock until the
+// timeout. So every kernel is loaded here, at init, before any of them can spin.
+template <int DT> static void load_dtype(bool& ok) {
+  cudaFuncAttributes attr;
+  ok &= cudaFuncGetAttributes(&attr, snap::oneshot_kernel<DT>) == cudaSuccess;
+}
+template <int DT> static void load_float_dtype(bool& ok) {
+  cudaFuncAttributes attr;
+  ok &= cudaFuncGetAttributes(&attr, snap::lamport_kernel<DT>) == cudaSuccess;
+}
+extern "C" int snapccl_load_staged_kernels(void);
+
 extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   cudaFuncAttributes attr;
   if (cudaFuncGetAttributes(&attr, snap::ws_init_kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  bool ok = true;
+  load_dtype<ncclInt8>(ok), load_dtype<ncclUint8>(ok), load_dtype<ncclInt32>(ok);
+  load_dtype<ncclUint32>(ok), load_dtype<ncclInt64>(ok), load_dtype<ncclUint64>(ok);
+  load_dtype<ncclFloat16>(ok), load_dtype<ncclFloat32>(ok), load_dtype<ncclFloat64>(ok);
+  load_dtype<ncclBfloat16>(ok), load_dtype<ncclFloat8e4m3>(ok), load_dtype<ncclFloat8e5m2>(ok);
+  load_float_dtype<ncclFloat16>(ok), load_float_dtype<ncclFloat32>(ok);
+  load_float_dtype<ncclFloat64>(ok), load_float_dtype<ncclBfloat16>(ok);
+  load_float_dtype<ncclFloat8e4m3>(ok), load_float_dtype<ncclFloat8e5m2>(ok);
+  if (!ok || !snapccl_load_staged_kernels()) {
     (void)cudaGetLastError();
     return 0;
   }

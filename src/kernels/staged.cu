@@ -192,6 +192,22 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM) al
 } // namespace
 } // namespace snap
 
+// Loads every staged kernel now (see snapccl_kernels_runnable: lazy loading at the
+// first launch can deadlock ranks that share a GPU).
+template <int DT> static bool load_staged() {
+  cudaFuncAttributes attr;
+  return cudaFuncGetAttributes(&attr, snap::staged_reduce_kernel<DT>) == cudaSuccess;
+}
+
+extern "C" int snapccl_load_staged_kernels(void) {
+  cudaFuncAttributes attr;
+  return cudaFuncGetAttributes(&attr, snap::allgather_kernel) == cudaSuccess &&
+         load_staged<ncclInt8>() && load_staged<ncclUint8>() && load_staged<ncclInt32>() &&
+         load_staged<ncclUint32>() && load_staged<ncclInt64>() && load_staged<ncclUint64>() &&
+         load_staged<ncclFloat16>() && load_staged<ncclFloat32>() && load_staged<ncclFloat64>() &&
+         load_staged<ncclBfloat16>() && load_staged<ncclFloat8e4m3>() && load_staged<ncclFloat8e5m2>();
+}
+
 extern "C" cudaError_t snapccl_launch_staged(const struct snapccl_kargs* a, int blocks,
                                              cudaStream_t stream) {
   if (a->mode == STAGED_ALLGATHER) {

@@ -3,7 +3,10 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh suite|nccltests|perf|interpose [...]   (several phases in one call)
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare
+#
+# One phase per invocation, so a caller can bound each with `timeout`: the logs are
+# packed into $OUT/PHASE.tgz on every exit, a timeout's included.
 #
 # Never enables NVLink multicast: NCCL_NVLS_ENABLE=0 etc. stay exported for every
 # program, SNAPCCL_NVLS is never set.
@@ -13,6 +16,7 @@ cd "$repo"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 unset SNAPCCL_NVLS
 OUT=${OUT:-$repo/gpu-out}
+[ -d gpu-carry ] || tar -xJf gpu-carry.tar.xz || { echo "no gpu-carry.tar.xz: run tools/gpu/bundle.sh"; exit 2; }
 [ -d build ] || ln -s gpu-carry/build build
 export LD_LIBRARY_PATH="$repo/build/gpu-deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SNAPLIB=$repo/build/src
@@ -44,33 +48,32 @@ step() {
     grep -q "Out of bounds values : 0 OK" "$log" || verdict="WRONG"
     awk '/^ +[0-9]+ +[0-9]+ / { if ($9 != 0 || $13 != 0) bad = 1 } END { exit bad }' "$log" || verdict="WRONG"
   fi
-  SUMMARY+=("$(printf '%-60s %-9s %6.1fs' "$name" "$verdict" "$(echo "$(date +%s.%N) - $t0" | bc)")")
+  SUMMARY+=("$(printf '%-60s %-9s %6.1fs' "$name" "$verdict" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')")")
   echo "${SUMMARY[-1]}"
 }
 
 phase_suite() {
-  step demo_4ranks 120 SNAPCCL_SHARED_GPU=1 SNAPCCL_DEMO_RANKS=4 -- build/snapccl_demo
-  step demo_1rank 60 -- build/snapccl_demo
-  step gpu_suite 480 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
+  step demo_4ranks 60 SNAPCCL_SHARED_GPU=1 SNAPCCL_DEMO_RANKS=4 -- build/snapccl_demo
+  step demo_1rank 30 -- build/snapccl_demo
+  step gpu_suite 300 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
 }
 
 phase_nccltests() {
   local L=$SNAPLIB:$CUDA_LIB
+  # World size 1, the whole size range; float both eager and graph, the rest eager.
   for coll in all_reduce reduce_scatter all_gather; do
-    for d in float half bfloat16 int32; do
-      for o in sum max; do
-        [ $coll = all_gather ] && [ $o = max ] && continue
-        for g in 0 1; do
-          step "nt_ours_${coll}_${d}_${o}_G$g" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
-            "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 -d $d -o $o -G $g
-        done
-      done
+    for pair in float:sum:0 float:sum:1 half:max:0 bfloat16:sum:0 int32:max:0 float:max:1; do
+      IFS=: read -r d o g <<<"$pair"
+      [ $coll = all_gather ] && [ $o = max ] && continue
+      step "nt_ours_${coll}_${d}_${o}_G$g" 60 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+        "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 -d $d -o $o -G $g
     done
   done
   for np in 2 4; do
     for pair in float:sum half:max bfloat16:sum int32:max; do
+      [ $np = 4 ] && [ $pair != float:sum ] && [ $pair != int32:max ] && continue
       for coll in all_reduce all_gather reduce_scatter; do
-        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 120 -- $MPIRUN -np $np \
+        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 60 -- $MPIRUN -np $np \
           -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 \
           "$NT_OURS/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1 -d ${pair%:*} -o ${pair#*:}
       done
@@ -82,22 +85,26 @@ phase_perf() {
   local P=build/perf
   for coll in all_reduce all_gather reduce_scatter; do
     for g in 1 2 4; do
-      step "perf_${coll}_g$g" 120 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 -- \
-        $P/${coll}_perf -b 8 -e 64M -f 8 -g $g -c 1
+      step "perf_${coll}_g$g" 60 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 -- \
+        $P/${coll}_perf -b 8 -e 16M -f 8 -g $g -c 1
     done
     for np in 2 4; do
-      step "perf_${coll}_mpi$np" 120 -- $MPIRUN -np $np -x LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH \
-        -x SNAPCCL_SHARED_GPU=1 $P/${coll}_perf_mpi -b 8 -e 16M -f 16 -n 5 -w 1 -c 1
+      step "perf_${coll}_mpi$np" 60 -- $MPIRUN -np $np -x LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH \
+        -x SNAPCCL_SHARED_GPU=1 $P/${coll}_perf_mpi -b 8 -e 4M -f 16 -n 5 -w 1 -c 1
     done
   done
-  step compare_ws1 420 -- perf/compare.sh -o "$LOG/compare" --nccl-lib "$REAL_DIR" --reps 1
+}
+
+phase_compare() {
+  step compare_ws1 400 -- perf/compare.sh -o "$LOG/compare" --nccl-lib "$REAL_DIR" --reps 1 \
+    --bin build/perf --snapccl-lib "$SNAPLIB"
 }
 
 phase_interpose() {
   local PRE=$SNAPLIB/libsnapccl.so L=$REAL_DIR:$CUDA_LIB
   for coll in all_reduce all_gather reduce_scatter; do
     step "pre_${coll}_g1" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
-      SNAPCCL_DEBUG_SUBSYS=INTERPOSE,ALGO -- "$NT_NV/${coll}_perf" -b 8 -e 256M -f 4 -g 1 -c 1
+      SNAPCCL_DEBUG_SUBSYS=INTERPOSE,ALGO -- "$NT_NV/${coll}_perf" -b 8 -e 128M -f 4 -g 1 -c 1
   done
   for coll in broadcast reduce sendrecv alltoall; do
     step "pre_${coll}_g1" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
@@ -116,22 +123,26 @@ phase_interpose() {
   step "fallback_sendrecv_g1" 120 LD_LIBRARY_PATH=$SNAPLIB:$L:$LD_LIBRARY_PATH SNAPCCL_NCCL_LIB=$REAL_NCCL \
     -- "$NT_NV/sendrecv_perf" -b 8 -e 64M -f 8 -g 1 -c 1
   local TR="python3 -m torch.distributed.run --standalone"
-  step torch_1rank_plain 180 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node 1 tests/torch/collectives.py
-  step torch_1rank_preload 180 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+  step torch_1rank_plain 90 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node 1 tests/torch/collectives.py
+  step torch_1rank_preload 90 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
     SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- $TR --nproc-per-node 1 tests/torch/collectives.py
-  step torch_2rank_shared_preload 240 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_SHARED_GPU=1 \
+  step torch_2rank_shared_preload 120 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_SHARED_GPU=1 \
     SNAPCCL_DEBUG=INFO SNAPCCL_DEBUG_SUBSYS=INTERPOSE SNAPCCL_TIMEOUT_MS=60000 -- \
     $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
 }
 
-nvidia-smi -L
-echo "real NCCL: ${REAL_NCCL:-none}"
-for phase in "$@"; do
-  LOG=$OUT/$phase
-  mkdir -p "$LOG"
-  "phase_$phase"
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare}
+LOG=$OUT/$phase
+mkdir -p "$LOG"
+finish() {
+  trap - EXIT TERM INT
   printf '%s\n' "${SUMMARY[@]}" >"$LOG/summary.txt"
   tar -czf "$OUT/$phase.tgz" -C "$OUT" "$phase" && rm -rf "$LOG"
-done
-echo "==== summary"
-printf '%s\n' "${SUMMARY[@]}"
+  echo "==== $phase summary"
+  printf '%s\n' "${SUMMARY[@]}"
+  exit 0
+}
+trap finish EXIT TERM INT
+nvidia-smi -L >"$LOG/host.txt" 2>&1
+echo "real NCCL: ${REAL_NCCL:-none}" >>"$LOG/host.txt"
+"phase_$phase"

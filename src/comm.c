@@ -248,9 +248,8 @@ void snapccl_comm_free(struct snapccl_comm* comm) {
   snapccl_transport_free(comm);
   if (comm->boot) snapccl_bootstrap_destroy(comm->boot);
   if (comm->oob_stream) cudaStreamDestroy(comm->oob_stream);
-  /* A real communicator we made underneath ours goes with it. */
-  if (comm->owns_handle && comm->real_comm && snapccl_real())
-    snapccl_real()->ncclCommDestroy(comm->real_comm);
+  /* A real communicator underneath is not freed here: ncclCommDestroy / ncclCommAbort
+   * forward to it, each with its own semantics. */
   free(comm->peers);
   while (comm->registrations) {
     struct snapccl_registration* r = comm->registrations;

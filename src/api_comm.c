@@ -19,28 +19,9 @@
 
 static ncclResult_t init_rank(ncclComm_t* out, int nranks, const ncclUniqueId* id, int rank,
                               const struct snapccl_config* cfg, int cuda_dev, const char* func) {
-  struct snapccl_comm* c;
-  SNAP_CHECK(snapccl_comm_alloc(&c));
-  c->config = *cfg;
-  ncclResult_t res = snapccl_registry_add(c, c);
-  if (res != ncclSuccess) {
-    snapccl_comm_free(c);
-    return res;
-  }
-  *out = (ncclComm_t)c;
-  if (snapccl_group_depth() > 0) {
-    res = snapccl_group_defer_init(c, id, nranks, rank, cuda_dev);
-  } else if (!cfg->blocking) {
-    res = snapccl_comm_init_async(c, id, nranks, rank, cuda_dev);
-  } else {
-    res = snapccl_comm_init(c, id, nranks, rank, cuda_dev);
-  }
-  if (res != ncclSuccess && res != ncclInProgress) {
-    snapccl_registry_remove(c);
-    snapccl_comm_free(c);
-    *out = NULL;
+  ncclResult_t res = snapccl_comm_create(out, id, nranks, rank, cfg, cuda_dev);
+  if (res != ncclSuccess && res != ncclInProgress)
     INFO(SUB_INIT, "%s: rank %d of %d failed: %s", func, rank, nranks, snapccl_last_error());
-  }
   return res;
 }
 

@@ -30,27 +30,7 @@ static int by_key_then_rank(const void* a, const void* b) {
 static ncclResult_t make_child(struct snapccl_comm* parent, ncclComm_t* newcomm,
                                const ncclUniqueId* id, int nranks, int rank,
                                const struct snapccl_config* cfg) {
-  struct snapccl_comm* c;
-  SNAP_CHECK(snapccl_comm_alloc(&c));
-  c->config = *cfg;
-  ncclResult_t res = snapccl_registry_add(c, c);
-  if (res != ncclSuccess) {
-    snapccl_comm_free(c);
-    return res;
-  }
-  *newcomm = (ncclComm_t)c;
-  if (snapccl_group_depth() > 0)
-    res = snapccl_group_defer_init(c, id, nranks, rank, parent->cuda_dev);
-  else if (!cfg->blocking)
-    res = snapccl_comm_init_async(c, id, nranks, rank, parent->cuda_dev);
-  else
-    res = snapccl_comm_init(c, id, nranks, rank, parent->cuda_dev);
-  if (res != ncclSuccess && res != ncclInProgress) {
-    snapccl_registry_remove(c);
-    snapccl_comm_free(c);
-    *newcomm = NULL;
-  }
-  return res;
+  return snapccl_comm_create(newcomm, id, nranks, rank, cfg, parent->cuda_dev);
 }
 
 /* The real library's child: ours to attach to (now, or at the group's end). */

@@ -9,6 +9,7 @@
 #include "bootstrap.h"
 #include "env.h"
 #include "error.h"
+#include "group.h"
 #include "identity.h"
 #include "interpose.h"
 #include "log.h"
@@ -233,6 +234,28 @@ ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUnique
     SNAP_FAIL(ncclSystemError, "pthread_create failed: %s", strerror(err));
   }
   return ncclInProgress;
+}
+
+ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nranks, int rank,
+                                 const struct snapccl_config* cfg, int cuda_dev) {
+  struct snapccl_comm* c = NULL;
+  SNAP_CHECK(snapccl_comm_alloc(&c));
+  c->config = *cfg;
+  ncclResult_t res = snapccl_registry_add(c, c);
+  if (res != ncclSuccess) {
+    snapccl_comm_free(c);
+    return res;
+  }
+  *out = (ncclComm_t)c; /* the handle exists at once, as NCCL's does, even in a group */
+  if (snapccl_group_depth() > 0) res = snapccl_group_defer_init(c, id, nranks, rank, cuda_dev);
+  else if (!cfg->blocking) res = snapccl_comm_init_async(c, id, nranks, rank, cuda_dev);
+  else res = snapccl_comm_init(c, id, nranks, rank, cuda_dev);
+  if (res != ncclSuccess && res != ncclInProgress) {
+    snapccl_registry_remove(c);
+    snapccl_comm_free(c);
+    *out = NULL;
+  }
+  return res;
 }
 
 void snapccl_comm_wait_init(struct snapccl_comm* comm) {

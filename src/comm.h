@@ -107,6 +107,11 @@ ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out);
 /* The rendezvous and everything after it; sets async_state to the result. */
 ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
                                int rank, int cuda_dev);
+/* A communicator we rendezvous ourselves: allocated, registered under its own address
+ * (the handle the application gets), then initialised now, at the group's end, or on a
+ * thread (non-blocking config). On failure nothing remains and *out is NULL. */
+ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nranks, int rank,
+                                 const struct snapccl_config* cfg, int cuda_dev);
 /* Interposed and fallback modes: our state for a communicator the real NCCL created
  * (exchanges go through real_comm). On failure the caller forwards every call. */
 ncclResult_t snapccl_comm_attach(struct snapccl_comm* comm, ncclComm_t real_comm);

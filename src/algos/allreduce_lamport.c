@@ -27,10 +27,8 @@ static double cost(const struct snapccl_coll* c) {
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {
-  unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
-  int blocks = (int)((bytes + BLOCK_BYTES - 1) / BLOCK_BYTES);
-  int cap = snapccl_coll_max_blocks(c);
-  struct snapccl_geom g = {.blocks = blocks < 1 ? 1 : blocks > cap ? cap : blocks, .count = c->count};
+  struct snapccl_geom g;
+  snapccl_oneshot_geometry(c, BLOCK_BYTES, &g);
   return snapccl_launch_coll(c, snapccl_launch_lamport, &g);
 }
 

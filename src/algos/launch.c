@@ -20,6 +20,16 @@ const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* c
   return &coll->comm->transport->lay;
 }
 
+void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_bytes,
+                              struct snapccl_geom* g) {
+  unsigned long long bytes = coll->count * snapccl_dtype_size(coll->dtype);
+  unsigned long long want = (bytes + block_bytes - 1) / block_bytes;
+  int cap = snapccl_coll_max_blocks(coll);
+  memset(g, 0, sizeof *g);
+  g->blocks = want < 1 ? 1 : want > (unsigned long long)cap ? cap : (int)want;
+  g->count = coll->count;
+}
+
 /* Enough blocks that each starts with at least MIN_BLOCK_BYTES of its slice, the whole
  * slice in as few rounds as the staging allows, and rounds balanced across blocks. */
 #define MIN_BLOCK_BYTES (32u << 10)

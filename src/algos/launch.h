@@ -24,6 +24,9 @@ const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
 int snapccl_coll_max_blocks(const struct snapccl_coll* coll);
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll);
 
+/* One-shot kernels: a block per `block_bytes` of the message, within the agreed cap. */
+void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_bytes,
+                              struct snapccl_geom* g);
 /* Staged pipelines: blocks and per-round chunk for `elems` elements of `esize` bytes
  * per slice; identical on every rank (only agreed values go in). */
 void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,

@@ -24,6 +24,10 @@ ncclResult_t snapcclGetVersion(int* version);
 ncclResult_t snapcclQueryAlgorithm(ncclComm_t comm, const char* collective, size_t count,
                                    ncclDataType_t datatype, ncclRedOp_t op, const char** name);
 
+/* @lowprec-api@ */
+
+/* @fused-api@ */
+
 #ifdef __cplusplus
 }
 #endif

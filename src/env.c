@@ -54,6 +54,7 @@ static const struct setting table[] = {
       "1 allows NVLink multicast where the hardware, NCCL_NVLS_ENABLE and every rank agree; "
       "never set it on shared hosts that forbid multicast"},
      K_INT, F(nvls)},
+    /* @lowprec-env@ */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -16,6 +16,7 @@ struct snapccl_env {
   int max_blocks;              /* SNAPCCL_MAX_BLOCKS: CTAs per rank and call */
   char nccl_lib[512];          /* SNAPCCL_NCCL_LIB: the real libnccl for fallback mode */
   int nvls;                    /* SNAPCCL_NVLS: open the multicast gate (never on lent hosts) */
+  /* @lowprec-env-fields@ */
 };
 
 /* The settings, parsed once on first use. */

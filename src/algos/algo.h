@@ -37,5 +37,7 @@ extern const struct snapccl_algo snapccl_reducescatter_direct;
 extern const struct snapccl_algo snapccl_allreduce_copy;
 extern const struct snapccl_algo snapccl_allgather_copy;
 extern const struct snapccl_algo snapccl_reducescatter_copy;
+/* @lowprec-algo-decls@ */
+/* @nvls-algo-decls@ */
 
 #endif

@@ -13,6 +13,8 @@ static const struct snapccl_algo* const table[] = {
     &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
     &snapccl_allgather_direct,    &snapccl_reducescatter_direct, &snapccl_allreduce_copy,
     &snapccl_allgather_copy,      &snapccl_reducescatter_copy,
+    /* @lowprec-algos@ */
+    /* @nvls-algos@ */
 };
 #define NALGOS ((int)(sizeof table / sizeof table[0]))
 

@@ -108,6 +108,7 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   }
   SNAP_CHECK(snapccl_peers_map(comm, t));
   SNAP_CHECK(snapccl_peers_probe(comm, t));
+  /* @nvls-setup@ */
   snapccl_topology_log(comm);
 
   struct snapccl_kargs* k = &t->kargs;

@@ -93,6 +93,8 @@ struct snapccl_comm {
   pthread_mutex_t lock; /* redops, registrations */
   struct snapccl_registration* registrations;
   struct snapccl_redop redops[SNAPCCL_MAX_REDOPS];
+  /* @lowprec-comm-fields@ */
+  /* @nvls-comm-fields@ */
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
   atomic_ullong taken[3][48];
   atomic_ullong forwarded[3][48];

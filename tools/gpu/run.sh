@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare | multigpu
 #
 # One phase per invocation, so a caller can bound each with `timeout`: the logs are
 # packed into $OUT/PHASE.tgz on every exit, a timeout's included.
@@ -133,7 +133,43 @@ phase_interpose() {
     $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare}
+# Hosts with several GPUs (issues "Runs on two / four / eight H200s"): the same checks
+# across real devices, one rank per GPU, in both launch models, and the comparison.
+phase_multigpu() {
+  local n L=$SNAPLIB:$CUDA_LIB PRE=$SNAPLIB/libsnapccl.so R="$REAL_DIR:$CUDA_LIB"
+  n=$(nvidia-smi -L | grep -c '^GPU')
+  nvidia-smi topo -m >"$LOG/topo.txt" 2>&1
+  step gpu_suite 600 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
+  for coll in all_reduce all_gather reduce_scatter; do
+    for pair in float:sum half:sum bfloat16:sum int32:sum float:max int32:max; do
+      IFS=: read -r d o <<<"$pair"
+      for g in 0 1; do
+        step "nt_ours_g${n}_${coll}_${d}_${o}_G$g" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+          "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g "$n" -c 1 -d $d -o $o -G $g
+        step "nt_ours_np${n}_${coll}_${d}_${o}_G$g" 120 -- $MPIRUN -np "$n" \
+          -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 \
+          -d $d -o $o -G $g
+      done
+    done
+    step "pre_np${n}_${coll}" 120 -- $MPIRUN -np "$n" -x LD_LIBRARY_PATH=$R:$LD_LIBRARY_PATH \
+      -x LD_PRELOAD=$PRE -x SNAPCCL_DEBUG=INFO -x SNAPCCL_DEBUG_SUBSYS=INTERPOSE \
+      "$NT_NV/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1
+  done
+  for coll in broadcast reduce sendrecv alltoall; do
+    step "pre_np${n}_${coll}" 120 -- $MPIRUN -np "$n" -x LD_LIBRARY_PATH=$R:$LD_LIBRARY_PATH \
+      -x LD_PRELOAD=$PRE "$NT_NV/${coll}_perf" -b 8 -e 256M -f 4 -g 1 -c 1
+  done
+  local TR="python3 -m torch.distributed.run --standalone"
+  step "torch_${n}rank_plain" 240 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node "$n" tests/torch/collectives.py
+  step "torch_${n}rank_preload" 240 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+    SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- $TR --nproc-per-node "$n" tests/torch/collectives.py
+  step "compare_g$n" 900 -- perf/compare.sh -o "$LOG/compare_g$n" --nccl-lib "$REAL_DIR" --reps 2 \
+    --bin build/perf --snapccl-lib "$SNAPLIB" -g "$n"
+  step "compare_np$n" 900 -- perf/compare.sh -o "$LOG/compare_np$n" --nccl-lib "$REAL_DIR" --reps 1 \
+    --bin build/perf --snapccl-lib "$SNAPLIB" --np "$n"
+}
+
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare|multigpu}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

@@ -93,6 +93,9 @@ struct snapccl_comm {
   pthread_mutex_t lock; /* redops, registrations */
   struct snapccl_registration* registrations;
   struct snapccl_redop redops[SNAPCCL_MAX_REDOPS];
+  /* snapcclCommSetLowPrecision's setting, packed (algos/allreduce_lowprec.c); 0: the
+   * environment's. Read by every all-reduce's selection, hence one atomic word. */
+  _Atomic uint64_t lowprec;
   /* @lowprec-comm-fields@ */
   /* @nvls-comm-fields@ */
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */

@@ -54,6 +54,16 @@ static const struct setting table[] = {
       "1 allows NVLink multicast where the hardware, NCCL_NVLS_ENABLE and every rank agree; "
       "never set it on shared hosts that forbid multicast"},
      K_INT, F(nvls)},
+    {{"SNAPCCL_LOWPREC", NULL, "off",
+      "opt-in lossy all-reduce: off, fp8 (E4M3), int8 or int4; sum and avg of float16, "
+      "bfloat16 and float32 travel quantised in groups with one scale each (docs/LOWPREC.md)"},
+     K_STR, F(lowprec)},
+    {{"SNAPCCL_LOWPREC_GROUP", NULL, "256",
+      "elements per low-precision group (one fp32 scale each): a multiple of 32 from 32 to 1024"},
+     K_INT, F(lowprec_group)},
+    {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "1048576",
+      "all-reduces smaller than this many bytes stay in full precision when SNAPCCL_LOWPREC is on"},
+     K_I64, F(lowprec_min_bytes)},
     /* @lowprec-env@ */
 };
 

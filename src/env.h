@@ -16,6 +16,9 @@ struct snapccl_env {
   int max_blocks;              /* SNAPCCL_MAX_BLOCKS: CTAs per rank and call */
   char nccl_lib[512];          /* SNAPCCL_NCCL_LIB: the real libnccl for fallback mode */
   int nvls;                    /* SNAPCCL_NVLS: open the multicast gate (never on lent hosts) */
+  char lowprec[16];            /* SNAPCCL_LOWPREC: off, fp8, int8, int4 */
+  int lowprec_group;           /* SNAPCCL_LOWPREC_GROUP: elements per scale */
+  int64_t lowprec_min_bytes;   /* SNAPCCL_LOWPREC_MIN_BYTES: smaller all-reduces stay exact */
   /* @lowprec-env-fields@ */
 };
 

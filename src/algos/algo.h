@@ -37,6 +37,7 @@ extern const struct snapccl_algo snapccl_reducescatter_direct;
 extern const struct snapccl_algo snapccl_allreduce_copy;
 extern const struct snapccl_algo snapccl_allgather_copy;
 extern const struct snapccl_algo snapccl_reducescatter_copy;
+extern const struct snapccl_algo snapccl_allreduce_lowprec;
 /* @lowprec-algo-decls@ */
 /* @nvls-algo-decls@ */
 

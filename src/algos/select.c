@@ -13,6 +13,7 @@ static const struct snapccl_algo* const table[] = {
     &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
     &snapccl_allgather_direct,    &snapccl_reducescatter_direct, &snapccl_allreduce_copy,
     &snapccl_allgather_copy,      &snapccl_reducescatter_copy,
+    &snapccl_allreduce_lowprec,
     /* @lowprec-algos@ */
     /* @nvls-algos@ */
 };

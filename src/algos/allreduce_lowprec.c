@@ -1,0 +1,176 @@
+/* All-reduce in low precision, opt-in (docs/LOWPREC.md): the two-shot pipeline moving
+ * groups quantised to fp8 E4M3, int8 or int4 with one fp32 scale per group. Sum and avg
+ * of float16, bfloat16 and float32 only; lossy, so never chosen unless asked for with
+ * SNAPCCL_LOWPREC or snapcclCommSetLowPrecision. Kernel: src/kernels/lowprec.cu. */
+#include <stdatomic.h>
+#include <strings.h>
+
+#include "algos/algo.h"
+#include "algos/cost.h"
+#include "algos/launch.h"
+#include "api.h"
+#include "comm.h"
+#include "env.h"
+#include "error.h"
+#include "kernels/lowprec.h"
+#include "log.h"
+#include "registry.h"
+#include "snapccl.h"
+
+_Static_assert(SNAPCCL_LOWPREC_OFF == SNAPCCL_LP_OFF && SNAPCCL_LOWPREC_FP8 == SNAPCCL_LP_FP8 &&
+                   SNAPCCL_LOWPREC_INT8 == SNAPCCL_LP_INT8 && SNAPCCL_LOWPREC_INT4 == SNAPCCL_LP_INT4,
+               "format numbers of snapccl.h and kernels/lowprec.h differ");
+
+/* ---------------------------------------------------------------- settings */
+
+int snapccl_lowprec_parse_format(const char* s) {
+  static const struct {
+    const char* name;
+    int format;
+  } names[] = {{"off", SNAPCCL_LP_OFF}, {"none", SNAPCCL_LP_OFF}, {"0", SNAPCCL_LP_OFF},
+               {"", SNAPCCL_LP_OFF},    {"fp8", SNAPCCL_LP_FP8},   {"e4m3", SNAPCCL_LP_FP8},
+               {"int8", SNAPCCL_LP_INT8}, {"int4", SNAPCCL_LP_INT4}};
+  if (!s) return SNAPCCL_LP_OFF;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcasecmp(s, names[i].name)) return names[i].format;
+  return -1;
+}
+
+int snapccl_lowprec_group_ok(int group) {
+  return group >= SNAPCCL_LP_GROUP_MIN && group <= SNAPCCL_LP_GROUP_MAX && group % 32 == 0;
+}
+
+/* A communicator's setting, packed in one word so readers never see half an update:
+ * bit 63 set, bits 0..3 format, 4..15 group (0: the environment's), 16..62 min_bytes. */
+#define PACK_SET (1ull << 63)
+#define PACK_MIN_MAX ((1ull << 47) - 1)
+
+static uint64_t pack(int format, int group, size_t min_bytes) {
+  unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
+  return PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16;
+}
+
+static void env_setting(struct snapccl_lowprec_setting* s) {
+  static atomic_int warned_format, warned_group;
+  const struct snapccl_env* env = snapccl_env();
+  s->format = snapccl_lowprec_parse_format(env->lowprec);
+  if (s->format < 0) {
+    if (!atomic_exchange(&warned_format, 1))
+      WARN("SNAPCCL_LOWPREC=%s is not off, fp8, int8 or int4; low precision stays off", env->lowprec);
+    s->format = SNAPCCL_LP_OFF;
+  }
+  s->group = env->lowprec_group;
+  if (!snapccl_lowprec_group_ok(s->group)) {
+    if (!atomic_exchange(&warned_group, 1))
+      WARN("SNAPCCL_LOWPREC_GROUP=%d is not a multiple of 32 from 32 to 1024; using %d",
+           env->lowprec_group, SNAPCCL_LP_GROUP_DEFAULT);
+    s->group = SNAPCCL_LP_GROUP_DEFAULT;
+  }
+  s->min_bytes = env->lowprec_min_bytes > 0 ? (unsigned long long)env->lowprec_min_bytes : 0;
+  s->from_comm = 0;
+}
+
+void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out) {
+  env_setting(out);
+  uint64_t v = comm ? atomic_load_explicit((_Atomic uint64_t*)&comm->lowprec, memory_order_relaxed) : 0;
+  if (!(v & PACK_SET)) return;
+  int group = (int)((v >> 4) & 0xfff);
+  out->format = (int)(v & 0xf);
+  if (group) out->group = group; /* else the environment's (already valid) */
+  out->min_bytes = (v >> 16) & PACK_MIN_MAX;
+  out->from_comm = 1;
+}
+
+SNAPCCL_API ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format, int group,
+                                                    size_t min_bytes) {
+  if (!comm) SNAP_FAIL(ncclInvalidArgument, "comm is NULL");
+  struct snapccl_comm* c = snapccl_registry_find(comm);
+  if (!c) SNAP_FAIL(ncclInvalidArgument, "comm %p is not a communicator snapccl knows", (void*)comm);
+  if (format == SNAPCCL_LOWPREC_ENV) {
+    atomic_store(&c->lowprec, 0);
+    return ncclSuccess;
+  }
+  if (format < SNAPCCL_LP_OFF || format > SNAPCCL_LP_INT4)
+    SNAP_FAIL(ncclInvalidArgument,
+              "format %d is not SNAPCCL_LOWPREC_OFF, _FP8, _INT8, _INT4 or _ENV", format);
+  if (group != 0 && !snapccl_lowprec_group_ok(group))
+    SNAP_FAIL(ncclInvalidArgument, "group %d is not a multiple of 32 from 32 to 1024 (or 0)", group);
+  atomic_store(&c->lowprec, pack(format, group, min_bytes));
+  INFO(SUB_COLL, "comm rank %d: low precision %d, group %d, from %zu bytes", c->rank, format, group,
+       min_bytes);
+  return ncclSuccess;
+}
+
+/* ---------------------------------------------------------------- the algorithm */
+
+/* Slices start on group boundaries, so groups never straddle two owners. */
+static unsigned long long slice_elems(const struct snapccl_coll* c, int group) {
+  unsigned long long n = (unsigned long long)c->comm->nranks;
+  return ((c->count + n - 1) / n + (unsigned long long)group - 1) / (unsigned long long)group *
+         (unsigned long long)group;
+}
+
+static const char* check(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
+  if (s->format == SNAPCCL_LP_OFF)
+    return "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)";
+  if (c->dtype != ncclFloat16 && c->dtype != ncclBfloat16 && c->dtype != ncclFloat32)
+    return "low precision takes float16, bfloat16 and float32 only";
+  if (c->op != ncclSum && c->op != ncclAvg) return "low precision takes sum and avg only";
+  if (c->comm->nranks < 2) return "one rank: nothing to exchange, and the plain copy is exact";
+  if ((unsigned long long)c->count * snapccl_dtype_size(c->dtype) < s->min_bytes)
+    return "the message is below the low-precision minimum size (SNAPCCL_LOWPREC_MIN_BYTES)";
+  return snapccl_transport_unusable(c);
+}
+
+static const char* can_run(const struct snapccl_coll* c) {
+  struct snapccl_lowprec_setting s;
+  snapccl_lowprec_setting_of(c->comm, &s);
+  return check(c, &s);
+}
+
+/* The opt-in wins whenever it can run: no estimate is below 0, and ties go to the
+ * earlier entry of the table (the copy, also 0, only runs on one rank, where this
+ * declines). */
+static double cost(const struct snapccl_coll* c) {
+  (void)c;
+  return 0.0;
+}
+
+/* Blocks: one per 32 KiB of unquantised slice, within the agreed cap; then as few rounds
+ * as the chunks allow, balanced across blocks (as snapccl_staged_geometry, in groups).
+ * Only values every rank shares go in, so every rank computes the same grid. */
+#define MIN_BLOCK_BYTES (32u << 10)
+
+static void geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
+                     struct snapccl_geom* g) {
+  const unsigned long long G = (unsigned long long)s->group;
+  const unsigned long long sl = slice_elems(c, s->group), groups = sl / G;
+  const unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
+                                                         snapccl_lp_payload_bytes(s->format, s->group));
+  unsigned long long want = (sl * snapccl_dtype_size(c->dtype) + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
+  if (want > groups) want = groups;
+  int blocks = snapccl_coll_max_blocks(c);
+  if (want < (unsigned long long)blocks) blocks = want ? (int)want : 1;
+  unsigned long long per_round = (unsigned long long)blocks * cap;
+  unsigned long long rounds = (groups + per_round - 1) / per_round;
+  if (rounds == 0) rounds = 1;
+  unsigned long long m = (groups + rounds * blocks - 1) / (rounds * blocks);
+  if (m > cap) m = cap;
+  if (m == 0) m = 1;
+  g->blocks = blocks;
+  g->mode = SNAPCCL_LP_MODE(s->format, s->group);
+  g->count = c->count;
+  g->chunk_elems = m * G;
+}
+
+static ncclResult_t launch(const struct snapccl_coll* c) {
+  struct snapccl_lowprec_setting s;
+  snapccl_lowprec_setting_of(c->comm, &s);
+  const char* why = check(c, &s); /* the setting may have changed since the selection */
+  if (why) SNAP_FAIL(ncclInvalidUsage, "low-precision all-reduce cannot run: %s", why);
+  struct snapccl_geom g;
+  geometry(c, &s, &g);
+  return snapccl_launch_coll(c, snapccl_launch_lowprec, &g);
+}
+
+const struct snapccl_algo snapccl_allreduce_lowprec = {"lowprec", COLL_ALLREDUCE, can_run, cost, launch};

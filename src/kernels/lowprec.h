@@ -1,0 +1,98 @@
+/* The low-precision all-reduce as C sees it (docs/LOWPREC.md): formats, the staging
+ * chunk layout host and kernel agree on, the kernel's entry points, the CPU reference
+ * (the same arithmetic as the kernels, from kernels/lowprec_math.cuh) and the
+ * setting resolution of algos/allreduce_lowprec.c. Plain C, included by both sides. */
+#ifndef SNAPCCL_KERNELS_LOWPREC_H
+#define SNAPCCL_KERNELS_LOWPREC_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kargs.h"
+
+#ifdef __CUDACC__
+#define SNAPCCL_LP_INLINE static inline __host__ __device__
+#else
+#define SNAPCCL_LP_INLINE static inline
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Formats; the same numbers as SNAPCCL_LOWPREC_* in include/snapccl.h. */
+enum { SNAPCCL_LP_OFF = 0, SNAPCCL_LP_FP8 = 1, SNAPCCL_LP_INT8 = 2, SNAPCCL_LP_INT4 = 3 };
+#define SNAPCCL_LP_GROUP_MIN 32
+#define SNAPCCL_LP_GROUP_MAX 1024
+#define SNAPCCL_LP_GROUP_DEFAULT 256
+
+/* The kernel arguments reuse two fields of struct snapccl_kargs (no layout change):
+ *   mode        = format << 16 | group size
+ *   chunk_elems = groups per (block, round) x group size
+ * dtype, devop (SUM, or PREMULSUM by 1/nranks = avg), count as for the other kernels. */
+#define SNAPCCL_LP_MODE(format, group) ((int)(((unsigned)(format) << 16) | (unsigned)(group)))
+#define SNAPCCL_LP_MODE_FORMAT(mode) ((int)((unsigned)(mode) >> 16))
+#define SNAPCCL_LP_MODE_GROUP(mode) ((int)((unsigned)(mode) & 0xffffu))
+
+/* A staging chunk (one per slot, source and block, chunk_bytes long, as for the two-shot)
+ * holds m whole groups: m scale words, padded to 16 bytes, then m payloads of
+ * payload_bytes each (a multiple of 16: group size >= 32, a multiple of 32). */
+SNAPCCL_LP_INLINE unsigned long long snapccl_lp_payload_bytes(int format, int group) {
+  return format == SNAPCCL_LP_INT4 ? (unsigned long long)group / 2 : (unsigned long long)group;
+}
+SNAPCCL_LP_INLINE unsigned long long snapccl_lp_scales_bytes(unsigned long long m) {
+  return (4 * m + 15) / 16 * 16;
+}
+/* The most groups a chunk holds. */
+SNAPCCL_LP_INLINE unsigned long long snapccl_lp_chunk_groups(unsigned long long chunk_bytes,
+                                                         unsigned long long payload) {
+  unsigned long long m = chunk_bytes / (payload + 4);
+  while (m > 0 && snapccl_lp_scales_bytes(m) + m * payload > chunk_bytes) m--;
+  return m;
+}
+
+/* ---- kernels (kernels/lowprec.cu) ---- */
+cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks, cudaStream_t stream);
+/* Loads every instantiation now (called from snapccl_kernels_runnable at init: a lazy
+ * load at a rank's first launch can deadlock ranks sharing a GPU). 1 on success. */
+int snapccl_load_lowprec_kernels(void);
+
+/* ---- the CPU reference (kernels/lowprec_ref.cu) ---- */
+/* What every rank's output of the low-precision all-reduce is: inputs[r] holds rank r's
+ * count elements of dtype; avg: ncclAvg, else ncclSum. -1 for what the algorithm does
+ * not take (format, group, dtype). */
+int snapccl_lp_simulate(int format, int group, int dtype, int nranks, int avg, size_t count,
+                        const void* const* inputs, void* output);
+/* One group of n <= 1024 floats: one code per element (int4: low nibble); returns the
+ * scale word (bit 31: non-finite elements present; bits 0..30: the fp32 scale). */
+uint32_t snapccl_lp_quant_group(int format, const float* x, int n, unsigned char* codes);
+float snapccl_lp_decode(int format, unsigned char code, uint32_t word);
+unsigned char snapccl_lp_e4m3_encode(float y); /* ours: RNE, saturating at +-448 */
+float snapccl_lp_e4m3_decode(unsigned char code);
+/* NVIDIA's conversion (cuda_fp8.h, __NV_SATFINITE, E4M3) on the CPU, to check ours. */
+unsigned char snapccl_lp_e4m3_encode_nv(float y);
+/* The dtype conversions of the algorithm (round to nearest even; one NaN pattern). */
+float snapccl_lp_load(int dtype, const void* elem);
+void snapccl_lp_store(int dtype, float v, void* elem);
+
+/* ---- settings (algos/allreduce_lowprec.c) ---- */
+struct snapccl_comm;
+struct snapccl_lowprec_setting {
+  int format;                  /* SNAPCCL_LP_*; OFF when disabled */
+  int group;                   /* elements per scale, valid */
+  unsigned long long min_bytes; /* smaller messages stay in full precision */
+  int from_comm;               /* set by snapcclCommSetLowPrecision, not the environment */
+};
+/* "off", "fp8", "int8", "int4" (any case; also "none", "0" for off); -1 otherwise. */
+int snapccl_lowprec_parse_format(const char* s);
+/* 1 if group is a multiple of 32 from 32 to 1024. */
+int snapccl_lowprec_group_ok(int group);
+/* The setting a call on comm uses: the communicator's if set, else the environment's. */
+void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -39,6 +39,16 @@ extern const struct snapccl_algo snapccl_allgather_copy;
 extern const struct snapccl_algo snapccl_reducescatter_copy;
 extern const struct snapccl_algo snapccl_allreduce_lowprec;
 /* @lowprec-algo-decls@ */
+extern const struct snapccl_algo snapccl_allreduce_nvls_lamport;
+extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot;
+extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot;
+extern const struct snapccl_algo snapccl_allgather_nvls;
+extern const struct snapccl_algo snapccl_reducescatter_nvls;
+extern const struct snapccl_algo snapccl_allreduce_nvls_lamport_twin;
+extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot_twin;
+extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot_twin;
+extern const struct snapccl_algo snapccl_allgather_nvls_twin;
+extern const struct snapccl_algo snapccl_reducescatter_nvls_twin;
 /* @nvls-algo-decls@ */
 
 #endif

@@ -13,6 +13,7 @@
 #include "kernels/launch.h"
 #include "log.h"
 #include "oob.h"
+#include "transport/multicast.h"
 #include "transport/transport_impl.h"
 
 ncclResult_t snapccl_transport_local_info(struct snapccl_comm* comm, struct snapccl_peer_info* me) {
@@ -108,6 +109,7 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   }
   SNAP_CHECK(snapccl_peers_map(comm, t));
   SNAP_CHECK(snapccl_peers_probe(comm, t));
+  SNAP_CHECK(snapccl_nvls_setup(comm)); /* transport/multicast.c: gate, then multicast buffer */
   /* @nvls-setup@ */
   snapccl_topology_log(comm);
 
@@ -197,6 +199,7 @@ void snapccl_transport_free(struct snapccl_comm* comm) {
   cudaGetDevice(&dev);
   if (comm->cuda_dev >= 0) cudaSetDevice(comm->cuda_dev);
   snapccl_peers_unmap(comm, t);
+  snapccl_nvls_free(comm);
   if (t->ws_local) cudaFree(t->ws_local);
   if (t->status_host) cudaFreeHost(t->status_host);
   if (t->order_event) cudaEventDestroy(t->order_event);

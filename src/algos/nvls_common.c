@@ -1,0 +1,60 @@
+/* Shared by the NVLink multicast algorithms: see nvls_common.h. */
+#include "algos/nvls_common.h"
+
+#include <string.h>
+
+#include "comm.h"
+#include "env.h"
+#include "transport/multicast.h"
+
+/* Does SNAPCCL_ALGO name <collective>:<name>? (select.c parses the same syntax.) */
+static int forced(enum snapccl_coll_kind kind, const char* name) {
+  const char* spec = snapccl_env()->algo;
+  const char* coll = snapccl_coll_name(kind);
+  const size_t cl = strlen(coll), nl = strlen(name);
+  for (const char* p = spec; *p;) {
+    const char* end = strchr(p, ',');
+    size_t item = end ? (size_t)(end - p) : strlen(p);
+    if (item == cl + 1 + nl && !strncmp(p, coll, cl) && p[cl] == ':' && !strncmp(p + cl + 1, name, nl))
+      return 1;
+    p += item + (end ? 1 : 0);
+  }
+  return 0;
+}
+
+const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast, const char* name) {
+  const char* why = snapccl_transport_unusable(c);
+  if (why) return why;
+  const struct snapccl_nvls* s = c->comm->nvls;
+  if (!s) return "the communicator has no multicast state";
+  if (multicast) return s->open ? NULL : s->reason;
+  if (!forced(c->kind, name))
+    return "the unicast twins of the multicast algorithms run only when SNAPCCL_ALGO names them";
+  if (!s->kernels_ok) return "the multimem kernels are not available for this GPU";
+  return NULL;
+}
+
+const char* snapccl_nvls_reduction_unsupported(const struct snapccl_coll* c) {
+  if (c->dtype != ncclFloat32 && c->dtype != ncclFloat16 && c->dtype != ncclBfloat16)
+    return "NVLink multicast reduces float32, float16 and bfloat16 only";
+  if (c->devop != DEVOP_SUM && c->devop != DEVOP_PREMULSUM)
+    return "NVLink multicast reduces by summing (sum, average, PreMulSum) only";
+  return NULL;
+}
+
+/* snapccl_launch_coll takes a launcher of the common shape; the multimem arguments ride
+ * along in this thread-local for the duration of that synchronous call. */
+static _Thread_local struct snapccl_mm_args tls_args;
+
+static cudaError_t launch_multimem(const struct snapccl_kargs* k, int blocks, cudaStream_t s) {
+  return snapccl_launch_multimem(k, &tls_args, blocks, s);
+}
+
+ncclResult_t snapccl_nvls_launch(const struct snapccl_coll* c, int kind, int multicast,
+                                 const struct snapccl_geom* g) {
+  const struct snapccl_nvls* s = c->comm->nvls;
+  tls_args.kind = kind;
+  tls_args.mc = multicast ? (char*)(uintptr_t)s->mc_va : NULL;
+  tls_args.uc = multicast ? (char*)(uintptr_t)s->uc_va : NULL;
+  return snapccl_launch_coll(c, launch_multimem, g);
+}

@@ -1,0 +1,44 @@
+/* Reduce-scatter over NVLink multicast (kernel: src/kernels/multimem.cu): each rank copies
+ * its input into its replica, a barrier, then each rank's reducing load (ld_reduce) of
+ * its own slice sums every replica in the switch; pipelined in rounds. nvls_twin is the
+ * same kernel with the reducing load replaced by a loop over the peers' workspaces,
+ * forced by name only (SNAPCCL_ALGO=reducescatter:nvls_twin). */
+#include "algos/algo.h"
+#include "algos/cost.h"
+#include "algos/nvls_common.h"
+#include "comm.h"
+
+static const char* check(const struct snapccl_coll* c, int multicast, const char* name) {
+  const char* why = snapccl_nvls_unusable(c, multicast, name);
+  return why ? why : snapccl_nvls_reduction_unsupported(c);
+}
+static const char* can_run(const struct snapccl_coll* c) { return check(c, 1, "nvls"); }
+static const char* can_run_twin(const struct snapccl_coll* c) { return check(c, 0, "nvls_twin"); }
+
+static double cost_v(const struct snapccl_coll* c, int multicast) {
+  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  int n = c->comm->nranks;
+  size_t es = snapccl_dtype_size(c->dtype);
+  double slice = (double)c->count * (double)es;
+  struct snapccl_geom g;
+  snapccl_staged_geometry(c, c->count, es, &g);
+  unsigned long long per = (unsigned long long)g.blocks * g.chunk_elems;
+  double rounds = (double)((c->count + per - 1) / per);
+  /* Both read every other replica's copy of my slice once; the twin also sums locally. */
+  return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
+         snapccl_cost_link_us(slice * (n - 1)) + snapccl_cost_local_us(slice * (multicast ? 2 * n + 1 : 3 * n + 1));
+}
+static double cost(const struct snapccl_coll* c) { return cost_v(c, 1); }
+static double cost_twin(const struct snapccl_coll* c) { return cost_v(c, 0); }
+
+static ncclResult_t launch_v(const struct snapccl_coll* c, int multicast) {
+  struct snapccl_geom g = {.count = c->count};
+  snapccl_staged_geometry(c, c->count, snapccl_dtype_size(c->dtype), &g);
+  return snapccl_nvls_launch(c, MM_REDUCESCATTER, multicast, &g);
+}
+static ncclResult_t launch(const struct snapccl_coll* c) { return launch_v(c, 1); }
+static ncclResult_t launch_twin(const struct snapccl_coll* c) { return launch_v(c, 0); }
+
+const struct snapccl_algo snapccl_reducescatter_nvls = {"nvls", COLL_REDUCESCATTER, can_run, cost, launch};
+const struct snapccl_algo snapccl_reducescatter_nvls_twin = {"nvls_twin", COLL_REDUCESCATTER, can_run_twin,
+                                                             cost_twin, launch_twin};

@@ -44,6 +44,67 @@ ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format, int group, 
 /* @lowprec-api@ */
 
 /* @fused-api@ */
+/* Fused all-reduce + residual add + RMSNorm (docs/FUSED.md). Rows are `tokens` x
+ * `hidden` elements of `datatype` (ncclBfloat16, ncclFloat16 or ncclFloat32), and
+ * for every row, with fp32 arithmetic and dtype-rounded tensors:
+ *   sum          = allreduce_sum(input)              (over the communicator's ranks)
+ *   residual_out = sum + residual_in                 (residual_in NULL: zeros)
+ *   norm_out     = residual_out * rsqrt(mean(residual_out^2) + eps) * gamma
+ * gamma has `hidden` elements (NULL: ones). In place: norm_out == input and
+ * residual_out == residual_in are allowed; other outputs must not overlap anything.
+ * Every rank gets bitwise-identical outputs when residual_in and gamma are identical.
+ * Asynchronous on `stream`, capturable in CUDA graphs; not inside ncclGroupStart/End. */
+typedef enum {
+  snapcclNormOutDefault = 0,    /* norm_out in `datatype` */
+  snapcclNormOutFp8Static = 1,  /* norm_out in fp8 E4M3: sat(norm / *scale) */
+  snapcclNormOutFp8Dynamic = 2  /* fp8 E4M3 with a per-token scale written to scaleOut */
+} snapcclNormOut_t;
+
+/* Options of the Ex form. Initialise with SNAPCCL_FUSED_OPTIONS_INITIALIZER so `size`,
+ * `magic` and `version` say which fields the caller knows (later versions only add
+ * fields at the end). */
+typedef struct {
+  size_t size;          /* sizeof(snapcclFusedOptions) as the caller compiled it */
+  unsigned int magic;   /* SNAPCCL_FUSED_OPTIONS_MAGIC */
+  unsigned int version; /* SNAPCCL_FUSED_OPTIONS_VERSION the caller compiled against */
+  int normOut;          /* snapcclNormOut_t */
+  int skipResidualOut;  /* 1: residual_out is not written and may be NULL */
+  const float* scale;   /* Fp8Static: device pointer to the fp32 dequantisation scale */
+  float* scaleOut;      /* Fp8Dynamic: device array of `tokens` fp32 scales, written:
+                         * max(amax(row) / 448, 1 / (448 * 512)) */
+  void* sumOut;         /* not NULL: the plain all-reduced sum is written here too */
+} snapcclFusedOptions;
+
+#define SNAPCCL_FUSED_OPTIONS_MAGIC 0x73667573u /* "sfus" */
+#define SNAPCCL_FUSED_OPTIONS_VERSION 1u
+#define SNAPCCL_FUSED_OPTIONS_INITIALIZER                                                  \
+  { sizeof(snapcclFusedOptions), SNAPCCL_FUSED_OPTIONS_MAGIC, SNAPCCL_FUSED_OPTIONS_VERSION, \
+    snapcclNormOutDefault, 0, NULL, NULL, NULL }
+
+ncclResult_t snapcclAllReduceResidualRMSNorm(const void* input, const void* residual_in,
+                                             const void* gamma, void* norm_out,
+                                             void* residual_out, size_t tokens, size_t hidden,
+                                             float eps, ncclDataType_t datatype, ncclComm_t comm,
+                                             cudaStream_t stream);
+/* The same with options (NULL: the defaults, i.e. the call above). */
+ncclResult_t snapcclAllReduceResidualRMSNormEx(const void* input, const void* residual_in,
+                                               const void* gamma, void* norm_out,
+                                               void* residual_out, size_t tokens, size_t hidden,
+                                               float eps, ncclDataType_t datatype, ncclComm_t comm,
+                                               cudaStream_t stream,
+                                               const snapcclFusedOptions* options);
+/* The residual add + RMSNorm alone, on already reduced rows `sum` (no communication),
+ * on the current device; options as above (sumOut must be NULL). */
+ncclResult_t snapcclResidualRMSNorm(const void* sum, const void* residual_in, const void* gamma,
+                                    void* norm_out, void* residual_out, size_t tokens,
+                                    size_t hidden, float eps, ncclDataType_t datatype,
+                                    cudaStream_t stream, const snapcclFusedOptions* options);
+/* The fused algorithm snapccl would run such a call with: "oneshot", "twoshot",
+ * "unfused" (snapccl's all-reduce, then the separate kernel), "local" (one rank), or
+ * "nccl" (NVIDIA's all-reduce, then the separate kernel). */
+ncclResult_t snapcclQueryFusedAlgorithm(ncclComm_t comm, size_t tokens, size_t hidden,
+                                        ncclDataType_t datatype,
+                                        const snapcclFusedOptions* options, const char** name);
 
 #ifdef __cplusplus
 }

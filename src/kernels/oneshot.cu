@@ -219,6 +219,8 @@ template <int DT> static void load_float_dtype(bool& ok) {
   ok &= cudaFuncGetAttributes(&attr, snap::lamport_kernel<DT>) == cudaSuccess;
 }
 extern "C" int snapccl_load_staged_kernels(void);
+extern "C" int snapccl_load_lowprec_kernels(void); /* kernels/lowprec.cu */
+extern "C" cudaError_t snapccl_load_fused_kernels(int* blocks_per_sm); /* kernels/fused_rmsnorm.cu */
 
 extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   cudaFuncAttributes attr;
@@ -234,7 +236,9 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   load_float_dtype<ncclFloat16>(ok), load_float_dtype<ncclFloat32>(ok);
   load_float_dtype<ncclFloat64>(ok), load_float_dtype<ncclBfloat16>(ok);
   load_float_dtype<ncclFloat8e4m3>(ok), load_float_dtype<ncclFloat8e5m2>(ok);
-  if (!ok || !snapccl_load_staged_kernels()) {
+  int fused_per_sm = 0;
+  if (!ok || !snapccl_load_staged_kernels() || !snapccl_load_lowprec_kernels() ||
+      snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }

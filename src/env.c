@@ -40,8 +40,9 @@ static const struct setting table[] = {
       "needs); larger means fewer pipeline rounds"},
      K_I64, F(buffsize)},
     {{"SNAPCCL_ALGO", NULL, "",
-      "force algorithms: <collective>:<name>[,...], e.g. allreduce:twoshot,allgather:direct; "
-      "a call the forced algorithm cannot run fails with the reason"},
+      "force algorithms: <collective>:<name>[,...], e.g. allreduce:twoshot,allgather:direct "
+      "(and fused:<name> for the fused all-reduce + RMSNorm); a call the forced algorithm "
+      "cannot run fails with the reason, or goes to NVIDIA's NCCL when interposed"},
      K_STR, F(algo)},
     {{"SNAPCCL_MAX_BLOCKS", NULL, "0",
       "upper bound on thread blocks per rank and call (0: chosen from occupancy)"},

@@ -1,4 +1,5 @@
-/* The bootstrap protocol over the helpers of socket.c (see bootstrap.h for the shape).
+/* The bootstrap protocol, a rank's side (see bootstrap.h for the shape; the root is in
+ * bootstrap_root.c, the wire format and the acceptor in bootstrap_wire.[ch]).
  *
  * Every connection starts with a fixed prefix, header {magic, type, len} then a fixed
  * part that carries the id's nonce and the sender's rank. Listeners (the root's and
@@ -20,384 +21,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "bootstrap_wire.h"
 #include "env.h"
 #include "error.h"
 #include "log.h"
 #include "socket.h"
 
-/* ---- wire format ---- */
-
-#define WIRE_MAGIC 0x534e4250u /* "SNBP" */
-enum msg_type {
-  MSG_HELLO = 1,  /* rank -> root: who I am and where I listen */
-  MSG_TABLE,      /* root -> rank: every rank's listener */
-  MSG_RING_HELLO, /* rank -> next rank's listener: the ring connection */
-  MSG_P2P,        /* rank -> any rank's listener: one tagged message */
-  MSG_ALLGATHER,  /* ring data; the type catches ranks calling different collectives */
-  MSG_BCAST,
-  MSG_BARRIER,
-};
-#define MAX_P2P_BYTES ((uint64_t)1 << 30) /* largest tagged message we allocate for */
-#define MAX_RANKS (1 << 20)
-#define MAX_PENDING 256 /* connections whose prefix is being read; more wait in the backlog */
-
-struct wire_hdr {
-  uint32_t magic;
-  uint32_t type;
-  uint64_t len; /* bytes after the header */
-};
-/* HELLO's body. nonce and rank first, at the same offsets as in struct ident. */
-struct hello {
-  uint64_t nonce[2];
-  int32_t rank;
-  int32_t nranks;
-  struct snapccl_wire_addr listen;
-};
-/* Fixed part of RING_HELLO and P2P (P2P's payload follows it). */
-struct ident {
-  uint64_t nonce[2];
-  int32_t from;
-  int32_t tag;
-};
-_Static_assert(sizeof(struct wire_hdr) == 16 && sizeof(struct hello) == 48 &&
-               sizeof(struct ident) == 24, "wire layout");
-
-struct prefix {
-  struct wire_hdr h;
-  union {
-    struct hello hello;
-    struct ident id;
-  } u;
-};
-
-static const char* type_name(uint32_t t) {
-  static const char* const names[] = {"?", "HELLO", "TABLE", "RING_HELLO", "P2P",
-                                      "ALLGATHER", "BCAST", "BARRIER"};
-  return t < sizeof names / sizeof names[0] ? names[t] : "?";
-}
-
-/* ---- acceptor: a listener and the connections whose prefix is being read ---- */
-
-struct pending_conn {
-  int fd;
-  uint64_t seq; /* accept order: complete prefixes are handed out oldest first */
-  int64_t deadline;
-  size_t got, want;
-  struct prefix m;
-  char peer[80];
-};
-
-struct acceptor {
-  int fd;
-  char role[24]; /* "root" or "rank 3", for logs */
-  uint64_t nonce[2];
-  unsigned allowed; /* bit (1u << type) per message type a connection may open with */
-  struct pending_conn* p;
-  int n;
-  uint64_t seq;
-};
-
-static ncclResult_t acceptor_init(struct acceptor* a, int fd, const char* role,
-                                  const uint64_t nonce[2], unsigned allowed) {
-  memset(a, 0, sizeof *a);
-  a->fd = fd;
-  snprintf(a->role, sizeof a->role, "%s", role);
-  memcpy(a->nonce, nonce, sizeof a->nonce);
-  a->allowed = allowed;
-  a->p = calloc(MAX_PENDING, sizeof *a->p);
-  if (!a->p) SNAP_FAIL(ncclSystemError, "%s: out of memory for the listener", role);
-  return ncclSuccess;
-}
-
-static void acceptor_free(struct acceptor* a) {
-  for (int i = 0; i < a->n; i++) close(a->p[i].fd);
-  if (a->fd >= 0) close(a->fd);
-  free(a->p);
-  a->p = NULL;
-  a->n = 0;
-  a->fd = -1;
-}
-
-/* Refusing a peer is not a failure of ours: log it, close, carry on. */
-static void refuse(const char* role, int fd, const char* peer, const char* why) {
-  WARN("%s: refused bootstrap connection from %s: %s", role, peer, why);
-  close(fd);
-}
-
-static void pending_drop(struct acceptor* a, int i, const char* why) {
-  refuse(a->role, a->p[i].fd, a->p[i].peer, why);
-  a->p[i] = a->p[--a->n];
-}
-
-/* Size of the fixed part that follows a header, or 0 with *why if the header is bad. */
-static size_t fixed_size(const struct acceptor* a, const struct wire_hdr* h, const char** why) {
-  if (h->magic != WIRE_MAGIC) return *why = "bad magic (not a snapccl bootstrap peer)", 0;
-  if (h->type >= 32 || !(a->allowed & (1u << h->type))) return *why = "unexpected message type", 0;
-  switch (h->type) {
-    case MSG_HELLO:
-      if (h->len != sizeof(struct hello)) return *why = "HELLO length field is wrong", 0;
-      return sizeof(struct hello);
-    case MSG_RING_HELLO:
-      if (h->len != sizeof(struct ident)) return *why = "RING_HELLO length field is wrong", 0;
-      return sizeof(struct ident);
-    case MSG_P2P:
-      if (h->len < sizeof(struct ident) || h->len - sizeof(struct ident) > MAX_P2P_BYTES)
-        return *why = "P2P length field out of range", 0;
-      return sizeof(struct ident);
-  }
-  return *why = "unexpected message type", 0;
-}
-
-/* Reads what is available of connection i's prefix (never beyond it). May drop it. */
-static void pending_read(struct acceptor* a, int i) {
-  struct pending_conn* c = &a->p[i];
-  while (c->got < c->want) {
-    ssize_t k = recv(c->fd, (char*)&c->m + c->got, c->want - c->got, MSG_DONTWAIT);
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (k <= 0) {
-      pending_drop(a, i, k == 0 ? "closed before a complete message (truncated)" : strerror(errno));
-      return;
-    }
-    c->got += (size_t)k;
-    if (c->got == sizeof(struct wire_hdr) && c->want == sizeof(struct wire_hdr)) {
-      const char* why = NULL;
-      size_t f = fixed_size(a, &c->m.h, &why);
-      if (!f) {
-        pending_drop(a, i, why);
-        return;
-      }
-      c->want += f;
-    }
-  }
-  /* Both HELLO and ident start with the nonce. */
-  if (memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
-    pending_drop(a, i, "wrong nonce (belongs to another unique id)");
-}
-
-static int pending_complete(const struct pending_conn* c) {
-  return c->got == c->want && c->want > sizeof(struct wire_hdr);
-}
-
-/* Returns the oldest connection that presented a complete, well-formed prefix with
- * the right nonce; its fd becomes the caller's. On failure writes the reason. */
-static ncclResult_t acceptor_next(struct acceptor* a, int64_t deadline, int abort_fd,
-                                  struct pending_conn* out, const char* what, char* reason,
-                                  size_t rlen) {
-  for (;;) {
-    int best = -1;
-    for (int i = 0; i < a->n; i++)
-      if (pending_complete(&a->p[i]) && (best < 0 || a->p[i].seq < a->p[best].seq)) best = i;
-    if (best >= 0) {
-      *out = a->p[best];
-      a->p[best] = a->p[--a->n];
-      return ncclSuccess;
-    }
-    int64_t now = snapccl_now_ms(), wake = deadline;
-    for (int i = a->n - 1; i >= 0; i--) {
-      if (a->p[i].deadline <= now) pending_drop(a, i, "no complete message before the timeout");
-      else if (a->p[i].deadline < wake) wake = a->p[i].deadline;
-    }
-    if (now >= deadline) {
-      snprintf(reason, rlen, "%s: timed out (SNAPCCL_BOOTSTRAP_TIMEOUT=%g s)", what,
-               snapccl_env()->bootstrap_timeout_s);
-      return ncclRemoteError;
-    }
-    struct pollfd fds[2 + MAX_PENDING];
-    int nf = 0;
-    fds[nf++] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
-    fds[nf++] = (struct pollfd){.fd = a->n < MAX_PENDING ? a->fd : -1, .events = POLLIN};
-    for (int i = 0; i < a->n; i++) fds[nf++] = (struct pollfd){.fd = a->p[i].fd, .events = POLLIN};
-    int k = poll(fds, nf, snapccl_poll_timeout(wake));
-    if (k < 0 && errno == EINTR) continue;
-    if (k < 0) {
-      snprintf(reason, rlen, "%s: poll failed: %s", what, strerror(errno));
-      return ncclSystemError;
-    }
-    if (fds[0].revents & POLLIN) {
-      snprintf(reason, rlen, "%s: aborted", what);
-      return ncclRemoteError;
-    }
-    if (k == 0) continue;
-    /* Read every pending connection (cheap when nothing is there), newest-accepted
-     * ones included, so prefixes that arrived together complete together. */
-    for (int i = a->n - 1; i >= 0; i--) pending_read(a, i);
-    while (a->n < MAX_PENDING) {
-      struct pending_conn* c = &a->p[a->n];
-      union snapccl_sockaddr peer;
-      int r = snapccl_socket_try_accept(a->fd, &c->fd, &peer);
-      if (r == 0) break;
-      if (r < 0) {
-        snprintf(reason, rlen, "%s: accept failed: %s", what, strerror(errno));
-        return ncclSystemError;
-      }
-      c->seq = a->seq++;
-      c->deadline = snapccl_socket_deadline();
-      c->got = 0;
-      c->want = sizeof(struct wire_hdr);
-      snapccl_sockaddr_str(&peer, c->peer, sizeof c->peer);
-      a->n++;
-      pending_read(a, a->n - 1);
-    }
-  }
-}
-
-/* ---- the root ---- */
-
-struct root {
-  struct acceptor acc;
-  int nranks; /* 0 until the first acceptable HELLO sets it */
-  int arrived;
-  int* fds;   /* per rank, -1 until it arrived */
-  struct snapccl_wire_addr* table;
-};
-
-/* Why HELLO h cannot join (NULL: it can). */
-static const char* hello_refusal(const struct root* r, const struct hello* h) {
-  union snapccl_sockaddr a;
-  if (h->nranks <= 0 || h->nranks > MAX_RANKS) return "nranks out of range";
-  if (r->nranks && h->nranks != r->nranks) return "nranks differs from the other ranks'";
-  if (h->rank < 0 || h->rank >= h->nranks) return "rank out of range";
-  if (r->nranks && r->fds[h->rank] >= 0) return "duplicate rank";
-  if (snapccl_sockaddr_from_wire(&h->listen, &a) != 0) return "unusable listener address";
-  return NULL;
-}
-
-static int root_admit(struct root* r, const struct pending_conn* c) {
-  const struct hello* h = &c->m.u.hello;
-  if (!r->nranks) {
-    r->fds = malloc(sizeof *r->fds * (size_t)h->nranks);
-    r->table = calloc((size_t)h->nranks, sizeof *r->table);
-    if (!r->fds || !r->table) return -1;
-    for (int i = 0; i < h->nranks; i++) r->fds[i] = -1;
-    r->nranks = h->nranks;
-  }
-  r->fds[h->rank] = c->fd;
-  r->table[h->rank] = h->listen;
-  r->arrived++;
-  TRACE(SUB_BOOT, "root: rank %d/%d arrived from %s (%d so far)", h->rank, h->nranks, c->peer,
-        r->arrived);
-  return 0;
-}
-
-static void root_send_tables(struct root* r) {
-  struct wire_hdr h = {WIRE_MAGIC, MSG_TABLE, (uint64_t)r->nranks * sizeof *r->table};
-  for (int i = 0; i < r->nranks; i++) {
-    char what[96];
-    snprintf(what, sizeof what, "root: send the address table to rank %d", i);
-    int64_t deadline = snapccl_socket_deadline();
-    /* A failure concerns that rank alone (it will time out); the others go on. */
-    if (snapccl_socket_send_all(r->fds[i], &h, sizeof h, deadline, -1, what) == ncclSuccess)
-      snapccl_socket_send_all(r->fds[i], r->table, h.len, deadline, -1, what);
-  }
-}
-
-static void* root_main(void* arg) {
-  struct root* r = arg;
-  /* The give-up clock restarts whenever a rank arrives. */
-  int64_t deadline = snapccl_socket_deadline();
-  while (!r->nranks || r->arrived < r->nranks) {
-    struct pending_conn c;
-    char reason[256];
-    if (acceptor_next(&r->acc, deadline, -1, &c, "root: waiting for ranks", reason,
-                      sizeof reason) != ncclSuccess) {
-      WARN("%s; giving up with %d of %d ranks arrived", reason, r->arrived, r->nranks);
-      goto done;
-    }
-    const char* why = hello_refusal(r, &c.m.u.hello);
-    if (why) {
-      refuse("root", c.fd, c.peer, why);
-      continue;
-    }
-    if (root_admit(r, &c) != 0) {
-      WARN("root: out of memory for %d ranks; giving up", c.m.u.hello.nranks);
-      close(c.fd);
-      goto done;
-    }
-    deadline = snapccl_socket_deadline();
-  }
-  INFO(SUB_BOOT, "root: all %d ranks arrived; sending the address table", r->nranks);
-  root_send_tables(r);
-done:
-  for (int i = 0; i < r->nranks; i++)
-    if (r->fds[i] >= 0) close(r->fds[i]);
-  acceptor_free(&r->acc);
-  free(r->fds);
-  free(r->table);
-  free(r);
-  return NULL;
-}
-
-static void id_to_wire(const struct snapccl_unique_id* u, struct snapccl_wire_addr* w) {
-  memset(w, 0, sizeof *w);
-  w->family = u->family;
-  w->port = u->port;
-  w->scope_id = u->scope_id;
-  memcpy(w->addr, u->addr, sizeof w->addr);
-}
-
-ncclResult_t snapccl_bootstrap_create_root(ncclUniqueId* id) {
-  if (!id) SNAP_FAIL(ncclInvalidArgument, "unique id pointer is NULL");
-  struct snapccl_unique_id u;
-  memset(&u, 0, sizeof u);
-  u.magic = SNAPCCL_ID_MAGIC;
-  if (getrandom(u.nonce, sizeof u.nonce, 0) != (ssize_t)sizeof u.nonce)
-    SNAP_FAIL(ncclSystemError, "getrandom for the id's nonce failed: %s", strerror(errno));
-
-  union snapccl_sockaddr addr;
-  int fd = -1;
-  SNAP_CHECK(snapccl_socket_pick_addr(snapccl_env()->socket_ifname, &addr));
-  SNAP_CHECK(snapccl_socket_listen(&addr, &fd));
-  struct snapccl_wire_addr w;
-  snapccl_sockaddr_to_wire(&addr, &w);
-  u.family = w.family;
-  u.port = w.port;
-  u.scope_id = w.scope_id;
-  memcpy(u.addr, w.addr, sizeof u.addr);
-
-  struct root* r = calloc(1, sizeof *r);
-  if (!r) {
-    close(fd);
-    SNAP_FAIL(ncclSystemError, "out of memory for the bootstrap root");
-  }
-  ncclResult_t res = acceptor_init(&r->acc, fd, "root", u.nonce, 1u << MSG_HELLO);
-  if (res != ncclSuccess) {
-    close(fd);
-    free(r);
-    return res;
-  }
-  pthread_attr_t attr;
-  pthread_t th;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int e = pthread_create(&th, &attr, root_main, r);
-  pthread_attr_destroy(&attr);
-  if (e != 0) {
-    acceptor_free(&r->acc);
-    free(r);
-    SNAP_FAIL(ncclSystemError, "starting the bootstrap root thread failed: %s", strerror(e));
-  }
-  char s[80];
-  INFO(SUB_BOOT, "bootstrap root listening on %s", snapccl_sockaddr_str(&addr, s, sizeof s));
-  memcpy(id->internal, &u, sizeof u);
-  return ncclSuccess;
-}
-
-ncclResult_t snapccl_bootstrap_check_id(const ncclUniqueId* id) {
-  if (!id) SNAP_FAIL(ncclInvalidArgument, "unique id pointer is NULL");
-  struct snapccl_unique_id u;
-  memcpy(&u, id->internal, sizeof u); /* internal[] need not be aligned for u */
-  if (u.magic != SNAPCCL_ID_MAGIC)
-    SNAP_FAIL(ncclInvalidArgument, "unique id was not made by snapccl's ncclGetUniqueId "
-              "(magic %#llx)", (unsigned long long)u.magic);
-  struct snapccl_wire_addr w;
-  union snapccl_sockaddr a;
-  id_to_wire(&u, &w);
-  if (snapccl_sockaddr_from_wire(&w, &a) != 0)
-    SNAP_FAIL(ncclInvalidArgument, "unique id holds no usable root address (family %u, port %u)",
-              u.family, ntohs(u.port));
-  return ncclSuccess;
-}
 
 /* ---- a rank ---- */
 
@@ -489,11 +118,11 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
   else snprintf(what, sizeof what, "%s: receive from rank %d tag %d", b->role, peer, tag);
   for (;;) {
     struct pending_conn c;
-    ncclResult_t res = acceptor_next(&b->acc, deadline, b->abort_fd, &c, what, reason, sizeof reason);
+    ncclResult_t res = snapccl_bs_acceptor_next(&b->acc, deadline, b->abort_fd, &c, what, reason, sizeof reason);
     if (res != ncclSuccess) SNAP_FAIL(res, "%s", reason);
     const struct ident* id = &c.m.u.id;
     if (id->from < 0 || id->from >= b->nranks) {
-      refuse(b->role, c.fd, c.peer, "sender rank out of range");
+      snapccl_bs_refuse(b->role, c.fd, c.peer, "sender rank out of range");
       continue;
     }
     if (c.m.h.type == MSG_RING_HELLO) {
@@ -501,7 +130,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
         b->prev_fd = c.fd;
         return ncclSuccess;
       }
-      refuse(b->role, c.fd, c.peer, "unexpected ring connection");
+      snapccl_bs_refuse(b->role, c.fd, c.peer, "unexpected ring connection");
       continue;
     }
     size_t len = (size_t)(c.m.h.len - sizeof(struct ident));
@@ -538,7 +167,7 @@ static ncclResult_t expect_hdr(const struct wire_hdr* h, uint32_t type, uint64_t
     SNAP_FAIL(ncclRemoteError, "%s: garbage instead of a message header (magic %#x)", what, h->magic);
   if (h->type != type)
     SNAP_FAIL(ncclRemoteError, "%s: got a %s message, expected %s (ranks called different "
-              "bootstrap operations?)", what, type_name(h->type), type_name(type));
+              "bootstrap operations?)", what, snapccl_bs_type_name(h->type), snapccl_bs_type_name(type));
   if (h->len != len)
     SNAP_FAIL(ncclRemoteError, "%s: message carries %llu bytes, expected %llu (ranks passed "
               "different sizes?)", what, (unsigned long long)h->len, (unsigned long long)len);
@@ -603,11 +232,11 @@ static ncclResult_t init_steps(struct snapccl_bootstrap* b, const struct snapccl
   union snapccl_sockaddr me, root;
   struct snapccl_wire_addr w;
   int fd = -1;
-  id_to_wire(u, &w);
+  snapccl_bs_id_to_wire(u, &w);
   snapccl_sockaddr_from_wire(&w, &root); /* check_id vetted it */
   SNAP_CHECK(snapccl_socket_pick_addr(snapccl_env()->socket_ifname, &me));
   SNAP_CHECK(snapccl_socket_listen(&me, &fd));
-  ncclResult_t res = acceptor_init(&b->acc, fd, b->role, b->nonce,
+  ncclResult_t res = snapccl_bs_acceptor_init(&b->acc, fd, b->role, b->nonce,
                                    (1u << MSG_RING_HELLO) | (1u << MSG_P2P));
   if (res != ncclSuccess) {
     close(fd);
@@ -686,7 +315,7 @@ static ncclResult_t ring_allgather(struct snapccl_bootstrap* b, uint32_t type, v
   for (int s = 0; s < n - 1 && res == ncclSuccess; s++) {
     int sslot = (b->rank - s + n) % n, rslot = (b->rank - s - 1 + 2 * n) % n;
     snprintf(what, sizeof what, "%s: %s step %d of %d (to rank %d, from rank %d)", b->role,
-             type_name(type), s + 1, n - 1, (b->rank + 1) % n, prev);
+             snapccl_bs_type_name(type), s + 1, n - 1, (b->rank + 1) % n, prev);
     res = ring_step(b, type, (char*)data + (size_t)sslot * bytes, (char*)data + (size_t)rslot * bytes,
                     bytes, what);
   }
@@ -805,7 +434,7 @@ void snapccl_bootstrap_abort(struct snapccl_bootstrap* b) {
 
 void snapccl_bootstrap_destroy(struct snapccl_bootstrap* b) {
   if (!b) return;
-  acceptor_free(&b->acc);
+  snapccl_bs_acceptor_free(&b->acc);
   if (b->next_fd >= 0) close(b->next_fd);
   if (b->prev_fd >= 0) close(b->prev_fd);
   if (b->abort_fd >= 0) close(b->abort_fd);

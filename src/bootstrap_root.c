@@ -1,0 +1,162 @@
+/* The root of a rendezvous: ncclGetUniqueId's listener and the thread that collects
+ * every rank's HELLO and answers with the table of their listeners (bootstrap.h). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "bootstrap_wire.h"
+#include "env.h"
+#include "error.h"
+#include "log.h"
+
+struct root {
+  struct acceptor acc;
+  int nranks; /* 0 until the first acceptable HELLO sets it */
+  int arrived;
+  int* fds;   /* per rank, -1 until it arrived */
+  struct snapccl_wire_addr* table;
+};
+
+/* Why HELLO h cannot join (NULL: it can). */
+static const char* hello_refusal(const struct root* r, const struct hello* h) {
+  union snapccl_sockaddr a;
+  if (h->nranks <= 0 || h->nranks > MAX_RANKS) return "nranks out of range";
+  if (r->nranks && h->nranks != r->nranks) return "nranks differs from the other ranks'";
+  if (h->rank < 0 || h->rank >= h->nranks) return "rank out of range";
+  if (r->nranks && r->fds[h->rank] >= 0) return "duplicate rank";
+  if (snapccl_sockaddr_from_wire(&h->listen, &a) != 0) return "unusable listener address";
+  return NULL;
+}
+
+static int root_admit(struct root* r, const struct pending_conn* c) {
+  const struct hello* h = &c->m.u.hello;
+  if (!r->nranks) {
+    r->fds = malloc(sizeof *r->fds * (size_t)h->nranks);
+    r->table = calloc((size_t)h->nranks, sizeof *r->table);
+    if (!r->fds || !r->table) return -1;
+    for (int i = 0; i < h->nranks; i++) r->fds[i] = -1;
+    r->nranks = h->nranks;
+  }
+  r->fds[h->rank] = c->fd;
+  r->table[h->rank] = h->listen;
+  r->arrived++;
+  TRACE(SUB_BOOT, "root: rank %d/%d arrived from %s (%d so far)", h->rank, h->nranks, c->peer,
+        r->arrived);
+  return 0;
+}
+
+static void root_send_tables(struct root* r) {
+  struct wire_hdr h = {WIRE_MAGIC, MSG_TABLE, (uint64_t)r->nranks * sizeof *r->table};
+  for (int i = 0; i < r->nranks; i++) {
+    char what[96];
+    snprintf(what, sizeof what, "root: send the address table to rank %d", i);
+    int64_t deadline = snapccl_socket_deadline();
+    /* A failure concerns that rank alone (it will time out); the others go on. */
+    if (snapccl_socket_send_all(r->fds[i], &h, sizeof h, deadline, -1, what) == ncclSuccess)
+      snapccl_socket_send_all(r->fds[i], r->table, h.len, deadline, -1, what);
+  }
+}
+
+static void* root_main(void* arg) {
+  struct root* r = arg;
+  /* The give-up clock restarts whenever a rank arrives. */
+  int64_t deadline = snapccl_socket_deadline();
+  while (!r->nranks || r->arrived < r->nranks) {
+    struct pending_conn c;
+    char reason[256];
+    if (snapccl_bs_acceptor_next(&r->acc, deadline, -1, &c, "root: waiting for ranks", reason,
+                      sizeof reason) != ncclSuccess) {
+      WARN("%s; giving up with %d of %d ranks arrived", reason, r->arrived, r->nranks);
+      goto done;
+    }
+    const char* why = hello_refusal(r, &c.m.u.hello);
+    if (why) {
+      snapccl_bs_refuse("root", c.fd, c.peer, why);
+      continue;
+    }
+    if (root_admit(r, &c) != 0) {
+      WARN("root: out of memory for %d ranks; giving up", c.m.u.hello.nranks);
+      close(c.fd);
+      goto done;
+    }
+    deadline = snapccl_socket_deadline();
+  }
+  INFO(SUB_BOOT, "root: all %d ranks arrived; sending the address table", r->nranks);
+  root_send_tables(r);
+done:
+  for (int i = 0; i < r->nranks; i++)
+    if (r->fds[i] >= 0) close(r->fds[i]);
+  snapccl_bs_acceptor_free(&r->acc);
+  free(r->fds);
+  free(r->table);
+  free(r);
+  return NULL;
+}
+
+
+ncclResult_t snapccl_bootstrap_create_root(ncclUniqueId* id) {
+  if (!id) SNAP_FAIL(ncclInvalidArgument, "unique id pointer is NULL");
+  struct snapccl_unique_id u;
+  memset(&u, 0, sizeof u);
+  u.magic = SNAPCCL_ID_MAGIC;
+  if (getrandom(u.nonce, sizeof u.nonce, 0) != (ssize_t)sizeof u.nonce)
+    SNAP_FAIL(ncclSystemError, "getrandom for the id's nonce failed: %s", strerror(errno));
+
+  union snapccl_sockaddr addr;
+  int fd = -1;
+  SNAP_CHECK(snapccl_socket_pick_addr(snapccl_env()->socket_ifname, &addr));
+  SNAP_CHECK(snapccl_socket_listen(&addr, &fd));
+  struct snapccl_wire_addr w;
+  snapccl_sockaddr_to_wire(&addr, &w);
+  u.family = w.family;
+  u.port = w.port;
+  u.scope_id = w.scope_id;
+  memcpy(u.addr, w.addr, sizeof u.addr);
+
+  struct root* r = calloc(1, sizeof *r);
+  if (!r) {
+    close(fd);
+    SNAP_FAIL(ncclSystemError, "out of memory for the bootstrap root");
+  }
+  ncclResult_t res = snapccl_bs_acceptor_init(&r->acc, fd, "root", u.nonce, 1u << MSG_HELLO);
+  if (res != ncclSuccess) {
+    close(fd);
+    free(r);
+    return res;
+  }
+  pthread_attr_t attr;
+  pthread_t th;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int e = pthread_create(&th, &attr, root_main, r);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    snapccl_bs_acceptor_free(&r->acc);
+    free(r);
+    SNAP_FAIL(ncclSystemError, "starting the bootstrap root thread failed: %s", strerror(e));
+  }
+  char s[80];
+  INFO(SUB_BOOT, "bootstrap root listening on %s", snapccl_sockaddr_str(&addr, s, sizeof s));
+  memcpy(id->internal, &u, sizeof u);
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_bootstrap_check_id(const ncclUniqueId* id) {
+  if (!id) SNAP_FAIL(ncclInvalidArgument, "unique id pointer is NULL");
+  struct snapccl_unique_id u;
+  memcpy(&u, id->internal, sizeof u); /* internal[] need not be aligned for u */
+  if (u.magic != SNAPCCL_ID_MAGIC)
+    SNAP_FAIL(ncclInvalidArgument, "unique id was not made by snapccl's ncclGetUniqueId "
+              "(magic %#llx)", (unsigned long long)u.magic);
+  struct snapccl_wire_addr w;
+  union snapccl_sockaddr a;
+  snapccl_bs_id_to_wire(&u, &w);
+  if (snapccl_sockaddr_from_wire(&w, &a) != 0)
+    SNAP_FAIL(ncclInvalidArgument, "unique id holds no usable root address (family %u, port %u)",
+              u.family, ntohs(u.port));
+  return ncclSuccess;
+}

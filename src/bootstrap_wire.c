@@ -1,0 +1,174 @@
+/* The bootstrap's wire format helpers and acceptor (see bootstrap_wire.h). */
+#include "bootstrap_wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "env.h"
+#include "error.h"
+#include "log.h"
+
+const char* snapccl_bs_type_name(uint32_t t) {
+  static const char* const names[] = {"?", "HELLO", "TABLE", "RING_HELLO", "P2P",
+                                      "ALLGATHER", "BCAST", "BARRIER"};
+  return t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
+
+
+ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* role,
+                                  const uint64_t nonce[2], unsigned allowed) {
+  memset(a, 0, sizeof *a);
+  a->fd = fd;
+  snprintf(a->role, sizeof a->role, "%s", role);
+  memcpy(a->nonce, nonce, sizeof a->nonce);
+  a->allowed = allowed;
+  a->p = calloc(MAX_PENDING, sizeof *a->p);
+  if (!a->p) SNAP_FAIL(ncclSystemError, "%s: out of memory for the listener", role);
+  return ncclSuccess;
+}
+
+void snapccl_bs_acceptor_free(struct acceptor* a) {
+  for (int i = 0; i < a->n; i++) close(a->p[i].fd);
+  if (a->fd >= 0) close(a->fd);
+  free(a->p);
+  a->p = NULL;
+  a->n = 0;
+  a->fd = -1;
+}
+
+/* Refusing a peer is not a failure of ours: log it, close, carry on. */
+void snapccl_bs_refuse(const char* role, int fd, const char* peer, const char* why) {
+  WARN("%s: refused bootstrap connection from %s: %s", role, peer, why);
+  close(fd);
+}
+
+static void pending_drop(struct acceptor* a, int i, const char* why) {
+  snapccl_bs_refuse(a->role, a->p[i].fd, a->p[i].peer, why);
+  a->p[i] = a->p[--a->n];
+}
+
+/* Size of the fixed part that follows a header, or 0 with *why if the header is bad. */
+static size_t fixed_size(const struct acceptor* a, const struct wire_hdr* h, const char** why) {
+  if (h->magic != WIRE_MAGIC) return *why = "bad magic (not a snapccl bootstrap peer)", 0;
+  if (h->type >= 32 || !(a->allowed & (1u << h->type))) return *why = "unexpected message type", 0;
+  switch (h->type) {
+    case MSG_HELLO:
+      if (h->len != sizeof(struct hello)) return *why = "HELLO length field is wrong", 0;
+      return sizeof(struct hello);
+    case MSG_RING_HELLO:
+      if (h->len != sizeof(struct ident)) return *why = "RING_HELLO length field is wrong", 0;
+      return sizeof(struct ident);
+    case MSG_P2P:
+      if (h->len < sizeof(struct ident) || h->len - sizeof(struct ident) > MAX_P2P_BYTES)
+        return *why = "P2P length field out of range", 0;
+      return sizeof(struct ident);
+  }
+  return *why = "unexpected message type", 0;
+}
+
+/* Reads what is available of connection i's prefix (never beyond it). May drop it. */
+static void pending_read(struct acceptor* a, int i) {
+  struct pending_conn* c = &a->p[i];
+  while (c->got < c->want) {
+    ssize_t k = recv(c->fd, (char*)&c->m + c->got, c->want - c->got, MSG_DONTWAIT);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (k <= 0) {
+      pending_drop(a, i, k == 0 ? "closed before a complete message (truncated)" : strerror(errno));
+      return;
+    }
+    c->got += (size_t)k;
+    if (c->got == sizeof(struct wire_hdr) && c->want == sizeof(struct wire_hdr)) {
+      const char* why = NULL;
+      size_t f = fixed_size(a, &c->m.h, &why);
+      if (!f) {
+        pending_drop(a, i, why);
+        return;
+      }
+      c->want += f;
+    }
+  }
+  /* Both HELLO and ident start with the nonce. */
+  if (memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
+    pending_drop(a, i, "wrong nonce (belongs to another unique id)");
+}
+
+static int pending_complete(const struct pending_conn* c) {
+  return c->got == c->want && c->want > sizeof(struct wire_hdr);
+}
+
+/* Returns the oldest connection that presented a complete, well-formed prefix with
+ * the right nonce; its fd becomes the caller's. On failure writes the reason. */
+ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int abort_fd,
+                                  struct pending_conn* out, const char* what, char* reason,
+                                  size_t rlen) {
+  for (;;) {
+    int best = -1;
+    for (int i = 0; i < a->n; i++)
+      if (pending_complete(&a->p[i]) && (best < 0 || a->p[i].seq < a->p[best].seq)) best = i;
+    if (best >= 0) {
+      *out = a->p[best];
+      a->p[best] = a->p[--a->n];
+      return ncclSuccess;
+    }
+    int64_t now = snapccl_now_ms(), wake = deadline;
+    for (int i = a->n - 1; i >= 0; i--) {
+      if (a->p[i].deadline <= now) pending_drop(a, i, "no complete message before the timeout");
+      else if (a->p[i].deadline < wake) wake = a->p[i].deadline;
+    }
+    if (now >= deadline) {
+      snprintf(reason, rlen, "%s: timed out (SNAPCCL_BOOTSTRAP_TIMEOUT=%g s)", what,
+               snapccl_env()->bootstrap_timeout_s);
+      return ncclRemoteError;
+    }
+    struct pollfd fds[2 + MAX_PENDING];
+    int nf = 0;
+    fds[nf++] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
+    fds[nf++] = (struct pollfd){.fd = a->n < MAX_PENDING ? a->fd : -1, .events = POLLIN};
+    for (int i = 0; i < a->n; i++) fds[nf++] = (struct pollfd){.fd = a->p[i].fd, .events = POLLIN};
+    int k = poll(fds, nf, snapccl_poll_timeout(wake));
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) {
+      snprintf(reason, rlen, "%s: poll failed: %s", what, strerror(errno));
+      return ncclSystemError;
+    }
+    if (fds[0].revents & POLLIN) {
+      snprintf(reason, rlen, "%s: aborted", what);
+      return ncclRemoteError;
+    }
+    if (k == 0) continue;
+    /* Read every pending connection (cheap when nothing is there), newest-accepted
+     * ones included, so prefixes that arrived together complete together. */
+    for (int i = a->n - 1; i >= 0; i--) pending_read(a, i);
+    while (a->n < MAX_PENDING) {
+      struct pending_conn* c = &a->p[a->n];
+      union snapccl_sockaddr peer;
+      int r = snapccl_socket_try_accept(a->fd, &c->fd, &peer);
+      if (r == 0) break;
+      if (r < 0) {
+        snprintf(reason, rlen, "%s: accept failed: %s", what, strerror(errno));
+        return ncclSystemError;
+      }
+      c->seq = a->seq++;
+      c->deadline = snapccl_socket_deadline();
+      c->got = 0;
+      c->want = sizeof(struct wire_hdr);
+      snapccl_sockaddr_str(&peer, c->peer, sizeof c->peer);
+      a->n++;
+      pending_read(a, a->n - 1);
+    }
+  }
+}
+
+void snapccl_bs_id_to_wire(const struct snapccl_unique_id* u, struct snapccl_wire_addr* w) {
+  memset(w, 0, sizeof *w);
+  w->family = u->family;
+  w->port = u->port;
+  w->scope_id = u->scope_id;
+  memcpy(w->addr, u->addr, sizeof w->addr);
+}

@@ -1,0 +1,89 @@
+/* The bootstrap's wire format and its acceptor (a listener that reads the prefixes of
+ * all pending connections at once, so a stalling or lying peer is refused after its own
+ * deadline without holding up the honest ones). Internal to src/bootstrap*.c. */
+#ifndef SNAPCCL_BOOTSTRAP_WIRE_H
+#define SNAPCCL_BOOTSTRAP_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bootstrap.h"
+#include "socket.h"
+
+#define WIRE_MAGIC 0x534e4250u /* "SNBP" */
+enum msg_type {
+  MSG_HELLO = 1,  /* rank -> root: who I am and where I listen */
+  MSG_TABLE,      /* root -> rank: every rank's listener */
+  MSG_RING_HELLO, /* rank -> next rank's listener: the ring connection */
+  MSG_P2P,        /* rank -> any rank's listener: one tagged message */
+  MSG_ALLGATHER,  /* ring data; the type catches ranks calling different collectives */
+  MSG_BCAST,
+  MSG_BARRIER,
+};
+#define MAX_P2P_BYTES ((uint64_t)1 << 30) /* largest tagged message we allocate for */
+#define MAX_RANKS (1 << 20)
+#define MAX_PENDING 256 /* connections whose prefix is being read; more wait in the backlog */
+
+struct wire_hdr {
+  uint32_t magic;
+  uint32_t type;
+  uint64_t len; /* bytes after the header */
+};
+/* HELLO's body. nonce and rank first, at the same offsets as in struct ident. */
+struct hello {
+  uint64_t nonce[2];
+  int32_t rank;
+  int32_t nranks;
+  struct snapccl_wire_addr listen;
+};
+/* Fixed part of RING_HELLO and P2P (P2P's payload follows it). */
+struct ident {
+  uint64_t nonce[2];
+  int32_t from;
+  int32_t tag;
+};
+_Static_assert(sizeof(struct wire_hdr) == 16 && sizeof(struct hello) == 48 &&
+               sizeof(struct ident) == 24, "wire layout");
+
+struct prefix {
+  struct wire_hdr h;
+  union {
+    struct hello hello;
+    struct ident id;
+  } u;
+};
+
+
+struct pending_conn {
+  int fd;
+  uint64_t seq; /* accept order: complete prefixes are handed out oldest first */
+  int64_t deadline;
+  size_t got, want;
+  struct prefix m;
+  char peer[80];
+};
+
+struct acceptor {
+  int fd;
+  char role[24]; /* "root" or "rank 3", for logs */
+  uint64_t nonce[2];
+  unsigned allowed; /* bit (1u << type) per message type a connection may open with */
+  struct pending_conn* p;
+  int n;
+  uint64_t seq;
+};
+
+const char* snapccl_bs_type_name(uint32_t t);
+ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* role,
+                                      const uint64_t nonce[2], unsigned allowed);
+void snapccl_bs_acceptor_free(struct acceptor* a);
+/* Refusing a peer is not a failure of ours: log it, close, carry on. */
+void snapccl_bs_refuse(const char* role, int fd, const char* peer, const char* why);
+/* The oldest connection that presented a complete, well-formed prefix with the right
+ * nonce; its fd becomes the caller's. On failure writes the reason. */
+ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int abort_fd,
+                                      struct pending_conn* out, const char* what, char* reason,
+                                      size_t rlen);
+void snapccl_bs_id_to_wire(const struct snapccl_unique_id* u, struct snapccl_wire_addr* w);
+
+#endif

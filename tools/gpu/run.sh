@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare | multigpu
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare | features | multigpu
 #
 # One phase per invocation, so a caller can bound each with `timeout`: the logs are
 # packed into $OUT/PHASE.tgz on every exit, a timeout's included.
@@ -133,6 +133,23 @@ phase_interpose() {
     $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
 }
 
+# The features whose GPU checks are pending (low precision, fused op, multicast twins):
+# their GPU tests, the low-precision bitwise check against the CPU simulation and its
+# speed, the fused benchmark and the PyTorch test of the binding.
+phase_features() {
+  local P=build/perf E="LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1"
+  for t in lowprec nvls_twin fused; do
+    step "gpu_$t" 420 SNAPCCL_SHARED_GPU=1 -- build/tests/gpu/gpu_test_$t --jobs 1 --verbose
+  done
+  step nvls_sass 120 -- bash tests/gpu/check_multimem_sass.sh build/src/libsnapccl.so
+  step lowprec_verify 300 $E -- $P/lowprec_accuracy --verify
+  step lowprec_perf 300 $E -- $P/lowprec_accuracy --perf -b 1M -e 256M -f 4
+  step fused_bench_g2 300 $E -- $P/fused_rmsnorm_bench -g 2
+  step torch_fused 180 PYTHONUNBUFFERED=1 SNAPCCL_SHARED_GPU=1 PYTHONPATH=$repo/python \
+    SNAPCCL_LIBRARY=$SNAPLIB/libsnapccl.so -- python3 -m torch.distributed.run --standalone \
+    --nproc-per-node 2 tests/torch/fused.py
+}
+
 # Hosts with several GPUs (issues "Runs on two / four / eight H200s"): the same checks
 # across real devices, one rank per GPU, in both launch models, and the comparison.
 phase_multigpu() {
@@ -169,7 +186,7 @@ phase_multigpu() {
     --bin build/perf --snapccl-lib "$SNAPLIB" --np "$n"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare|multigpu}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare|features|multigpu}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

@@ -147,7 +147,7 @@ phase_features() {
   step fused_bench_g2 300 $E -- $P/fused_rmsnorm_bench -g 2
   step torch_fused 180 PYTHONUNBUFFERED=1 SNAPCCL_SHARED_GPU=1 PYTHONPATH=$repo/python \
     SNAPCCL_LIBRARY=$SNAPLIB/libsnapccl.so -- python3 -m torch.distributed.run --standalone \
-    --nproc-per-node 2 tests/torch/fused.py
+    --nproc-per-node 2 tests/torch/fused.py --shared-gpu
 }
 
 # Hosts with several GPUs (issues "Runs on two / four / eight H200s"): the same checks

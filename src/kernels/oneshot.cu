@@ -236,12 +236,16 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   load_float_dtype<ncclFloat16>(ok), load_float_dtype<ncclFloat32>(ok);
   load_float_dtype<ncclFloat64>(ok), load_float_dtype<ncclBfloat16>(ok);
   load_float_dtype<ncclFloat8e4m3>(ok), load_float_dtype<ncclFloat8e5m2>(ok);
-  int fused_per_sm = 0;
-  if (!ok || !snapccl_load_staged_kernels() || !snapccl_load_lowprec_kernels() ||
-      snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) {
+  if (!ok || !snapccl_load_staged_kernels()) {
     (void)cudaGetLastError();
     return 0;
   }
+  /* The optional features' kernels load now too, for the same reason; if one cannot
+   * load, only that feature fails (at its first use, with the CUDA error), not the
+   * collectives every communicator needs. */
+  int fused_per_sm = 0;
+  if (!snapccl_load_lowprec_kernels()) (void)cudaGetLastError();
+  if (snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) (void)cudaGetLastError();
   /* The fattest instantiations bound what fits; launch bounds promise at least two. */
   int a = 0, b = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, snap::oneshot_kernel<ncclFloat8e4m3>,

@@ -16,6 +16,10 @@ struct snapccl_algo {
   ncclResult_t (*launch)(const struct snapccl_coll* coll);
 };
 
+/* SNAPCCL_ALGO=<key>:<name>[,...] (key: a collective's name, or "fused"): copies the
+ * first name given for key into name (truncated to len) and returns 1; 0 if none. */
+int snapccl_algo_forced(const char* spec, const char* key, char* name, size_t len);
+
 /* The table, for printing and tests. */
 int snapccl_algo_count(void);
 const struct snapccl_algo* snapccl_algo_at(int i);

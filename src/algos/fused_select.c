@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "algos/algo.h"
 #include "comm.h"
 #include "env.h"
 #include "fused.h"
@@ -21,22 +22,7 @@ const struct snapccl_fused_algo* snapccl_fused_algo_at(int i) {
 /* Same grammar as the collectives' items (src/algos/select.c): a comma-separated list
  * of <key>:<name>; the first "fused" item wins. */
 int snapccl_fused_forced(const char* spec, char* name, size_t len) {
-  static const char key[] = "fused:";
-  const size_t kl = sizeof key - 1;
-  if (!spec || len == 0) return 0;
-  for (const char* p = spec; *p;) {
-    const char* end = strchr(p, ',');
-    size_t item = end ? (size_t)(end - p) : strlen(p);
-    if (item > kl && !strncmp(p, key, kl)) {
-      size_t nl = item - kl;
-      if (nl >= len) nl = len - 1;
-      memcpy(name, p + kl, nl);
-      name[nl] = 0;
-      return 1;
-    }
-    p += item + (end ? 1 : 0);
-  }
-  return 0;
+  return snapccl_algo_forced(spec, "fused", name, len);
 }
 
 enum snapccl_fused_route snapccl_fused_route(const struct snapccl_fused* f, int have_real,

@@ -1,4 +1,5 @@
 /* Shared by the NVLink multicast algorithms: see nvls_common.h. */
+#include "algos/algo.h"
 #include "algos/nvls_common.h"
 
 #include <string.h>
@@ -8,18 +9,11 @@
 #include "transport/multicast.h"
 
 /* Does SNAPCCL_ALGO name <collective>:<name>? (select.c parses the same syntax.) */
+/* Whether SNAPCCL_ALGO names exactly this algorithm for the collective. */
 static int forced(enum snapccl_coll_kind kind, const char* name) {
-  const char* spec = snapccl_env()->algo;
-  const char* coll = snapccl_coll_name(kind);
-  const size_t cl = strlen(coll), nl = strlen(name);
-  for (const char* p = spec; *p;) {
-    const char* end = strchr(p, ',');
-    size_t item = end ? (size_t)(end - p) : strlen(p);
-    if (item == cl + 1 + nl && !strncmp(p, coll, cl) && p[cl] == ':' && !strncmp(p + cl + 1, name, nl))
-      return 1;
-    p += item + (end ? 1 : 0);
-  }
-  return 0;
+  char want[64];
+  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), want, sizeof want) &&
+         !strcmp(want, name);
 }
 
 const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast, const char* name) {

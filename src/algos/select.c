@@ -26,25 +26,27 @@ static const struct snapccl_algo* const table[] = {
 int snapccl_algo_count(void) { return NALGOS; }
 const struct snapccl_algo* snapccl_algo_at(int i) { return i >= 0 && i < NALGOS ? table[i] : NULL; }
 
-/* SNAPCCL_ALGO=<collective>:<name>[,...]: the name forced for this collective, if any. */
-static int forced_name(enum snapccl_coll_kind kind, char* name, size_t len) {
-  const char* spec = snapccl_env()->algo;
-  if (!spec[0]) return 0;
-  const char* coll = snapccl_coll_name(kind);
-  size_t cl = strlen(coll);
+int snapccl_algo_forced(const char* spec, const char* key, char* name, size_t len) {
+  if (!spec || !len) return 0;
+  size_t kl = strlen(key);
   for (const char* p = spec; *p;) {
     const char* end = strchr(p, ',');
     size_t item = end ? (size_t)(end - p) : strlen(p);
-    if (item > cl && !strncmp(p, coll, cl) && p[cl] == ':') {
-      size_t nl = item - cl - 1;
+    if (item > kl + 1 && !strncmp(p, key, kl) && p[kl] == ':') {
+      size_t nl = item - kl - 1;
       if (nl >= len) nl = len - 1;
-      memcpy(name, p + cl + 1, nl);
+      memcpy(name, p + kl + 1, nl);
       name[nl] = 0;
       return 1;
     }
     p += item + (end ? 1 : 0);
   }
   return 0;
+}
+
+/* SNAPCCL_ALGO's name for this collective, if any. */
+static int forced_name(enum snapccl_coll_kind kind, char* name, size_t len) {
+  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), name, len);
 }
 
 static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {

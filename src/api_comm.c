@@ -30,17 +30,6 @@ static int id_is_ours(const ncclUniqueId* id) {
   return u->magic == SNAPCCL_ID_MAGIC;
 }
 
-/* A communicator the real library made: adopt it (attach now, or at the group's end /
- * when a non-blocking init completes). */
-static ncclResult_t adopt(ncclResult_t r, ncclComm_t* comm) {
-  if ((r == ncclSuccess || r == ncclInProgress) && comm && *comm) {
-    int now = r == ncclSuccess && snapccl_group_depth() == 0;
-    if (snapccl_adopt_real_comm(*comm, now) != ncclSuccess)
-      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)*comm);
-  }
-  return snapccl_forwarded(r);
-}
-
 static ncclResult_t check_init_args(ncclComm_t* comm, int nranks, int rank, const char* func) {
   if (!comm) return snapccl_error(ncclInvalidArgument, func, "comm argument is NULL");
   if (nranks < 1 || rank < 0 || rank >= nranks)
@@ -70,7 +59,7 @@ NCCL_API(ncclResult_t, ncclCommInitRankConfig, ncclComm_t* comm, int nranks, ncc
          int rank, ncclConfig_t* config) {
   const struct snapccl_real* real = snapccl_real();
   if (real && !id_is_ours(&commId))
-    return adopt(real->ncclCommInitRankConfig(comm, nranks, commId, rank, config), comm);
+    return snapccl_adopt_result(real->ncclCommInitRankConfig(comm, nranks, commId, rank, config), comm);
   struct snapccl_config cfg;
   int dev;
   ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
@@ -86,7 +75,7 @@ NCCL_API(ncclResult_t, ncclCommInitRank, ncclComm_t* comm, int nranks, ncclUniqu
          int rank) {
   const struct snapccl_real* real = snapccl_real();
   if (real && !id_is_ours(&commId))
-    return adopt(real->ncclCommInitRank(comm, nranks, commId, rank), comm);
+    return snapccl_adopt_result(real->ncclCommInitRank(comm, nranks, commId, rank), comm);
   struct snapccl_config cfg;
   int dev;
   ncclResult_t r = check_init_args(comm, nranks, rank, __func__);
@@ -102,7 +91,7 @@ NCCL_API(ncclResult_t, ncclCommInitRankScalable, ncclComm_t* newcomm, int nranks
          int nId, ncclUniqueId* commIds, ncclConfig_t* config) {
   const struct snapccl_real* real = snapccl_real();
   if (real && !(commIds && nId > 0 && id_is_ours(&commIds[0])))
-    return adopt(real->ncclCommInitRankScalable(newcomm, nranks, myrank, nId, commIds, config),
+    return snapccl_adopt_result(real->ncclCommInitRankScalable(newcomm, nranks, myrank, nId, commIds, config),
                  newcomm);
   struct snapccl_config cfg;
   int dev;

@@ -33,21 +33,11 @@ static ncclResult_t make_child(struct snapccl_comm* parent, ncclComm_t* newcomm,
   return snapccl_comm_create(newcomm, id, nranks, rank, cfg, parent->cuda_dev);
 }
 
-/* The real library's child: ours to attach to (now, or at the group's end). */
-static ncclResult_t adopt_child(ncclResult_t r, ncclComm_t* newcomm) {
-  if ((r == ncclSuccess || r == ncclInProgress) && newcomm && *newcomm) {
-    int now = r == ncclSuccess && snapccl_group_depth() == 0;
-    if (snapccl_adopt_real_comm(*newcomm, now) != ncclSuccess)
-      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)*newcomm);
-  }
-  return snapccl_forwarded(r);
-}
-
 NCCL_API(ncclResult_t, ncclCommSplit, ncclComm_t comm, int color, int key, ncclComm_t* newcomm,
          ncclConfig_t* config) {
   ncclComm_t rh;
   if (snapccl_forward_target(comm, &rh))
-    return adopt_child(snapccl_real()->ncclCommSplit(rh, color, key, newcomm, config), newcomm);
+    return snapccl_adopt_result(snapccl_real()->ncclCommSplit(rh, color, key, newcomm, config), newcomm);
   struct snapccl_comm* p;
   struct snapccl_config cfg;
   ncclResult_t res = ncclSuccess;
@@ -102,7 +92,7 @@ NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
       snapccl_transport_abort(ours);
       snapccl_transport_quiesce(ours, 1.0);
     }
-    return adopt_child(snapccl_real()->ncclCommShrink(rh, excludeRanksList, excludeRanksCount,
+    return snapccl_adopt_result(snapccl_real()->ncclCommShrink(rh, excludeRanksList, excludeRanksCount,
                                                       newcomm, config, shrinkFlags), newcomm);
   }
   struct snapccl_comm* p;

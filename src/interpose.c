@@ -148,6 +148,15 @@ ncclResult_t snapccl_attach_pending(void) {
   return ncclSuccess;
 }
 
+ncclResult_t snapccl_adopt_result(ncclResult_t r, ncclComm_t* comm) {
+  if ((r == ncclSuccess || r == ncclInProgress) && comm && *comm) {
+    int now = r == ncclSuccess && snapccl_group_depth() == 0;
+    if (snapccl_adopt_real_comm(*comm, now) != ncclSuccess)
+      WARN("could not track communicator %p; the real NCCL runs all its calls", (void*)*comm);
+  }
+  return snapccl_forwarded(r);
+}
+
 /* ---------------------------------------------------------------- shared-GPU comms */
 
 ncclResult_t snapccl_make_real_underneath(struct snapccl_comm* c) {

@@ -21,6 +21,10 @@ ncclResult_t snapccl_forwarded(ncclResult_t res);
 /* Our state for a communicator the real library just created (blocking init done):
  * registers it and attaches now, or later (non-blocking init, inside a group). */
 ncclResult_t snapccl_adopt_real_comm(ncclComm_t real_comm, int attach_now);
+/* The result of a real init/split/shrink call, passed through: on success (or in
+ * progress) the new communicator is adopted, attached now outside a group after a
+ * blocking init, else at the group's end or its first collective. */
+ncclResult_t snapccl_adopt_result(ncclResult_t r, ncclComm_t* comm);
 /* Attaches every adopted communicator still pending, one thread each (attaching is
  * collective, and one thread may drive several ranks). */
 ncclResult_t snapccl_attach_pending(void);

@@ -169,23 +169,25 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   int dev = -1;
   cudaGetDevice(&dev);
   cudaSetDevice(comm->cuda_dev);
-  /* Everything launched so far went to last_stream (calls on other streams were ordered
-   * behind it), so one event there covers all of it. */
+  /* launch.c records order_event after every launch outside a capture, on the stream
+   * of that launch, and every later launch on another stream waits for it first: the
+   * event covers all of our work. It is only queried here, never recorded again: the
+   * application may already have destroyed the stream of the last call (NCCL allows
+   * cudaStreamDestroy before ncclCommDestroy), and recording on a destroyed stream
+   * crashes inside the driver. */
   int busy = 0;
-  if (cudaEventRecord(t->order_event, t->last_stream) == cudaSuccess) {
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-      cudaError_t q = cudaEventQuery(t->order_event);
-      if (q != cudaErrorNotReady) break;
-      clock_gettime(CLOCK_MONOTONIC, &now);
-      if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > timeout_s) {
-        busy = 1;
-        break;
-      }
-      struct timespec ms = {0, 1000000};
-      nanosleep(&ms, NULL);
+  struct timespec t0, now;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    cudaError_t q = cudaEventQuery(t->order_event);
+    if (q != cudaErrorNotReady) break;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > timeout_s) {
+      busy = 1;
+      break;
     }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
   }
   (void)cudaGetLastError();
   if (dev >= 0) cudaSetDevice(dev);

@@ -6,7 +6,9 @@
  *    ncclCommGetAsyncError reports ncclRemoteError naming SNAPCCL_TIMEOUT_MS;
  *  - two ranks on one GPU without SNAPCCL_SHARED_GPU: ncclInvalidUsage, "Duplicate GPU";
  *    with it: success and the right ncclCommCount/CuDevice/UserRank;
- *  - ncclCommInitAll of 4 ranks on GPU 0. */
+ *  - ncclCommInitAll of 4 ranks on GPU 0;
+ *  - the application's streams destroyed before its communicators (legal in NCCL): a
+ *    later call on new streams, ncclCommFinalize and ncclCommDestroy still work. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -294,4 +296,34 @@ Test(init, initall_4_ranks_on_gpu0, .timeout = 120) {
   };
   for (size_t i = 0; i < NELEMS(cases); i++) T_OK(t_run_case_alloc(&w, &cases[i], err), err);
   T_OK(t_world_free(&w, err), err);
+}
+
+/* The library remembers the stream of its last launch to order calls across streams;
+ * that stream may be gone by the next call or by ncclCommFinalize/Destroy. It crashed
+ * in cuEventRecord once (the destroy path recorded on the destroyed stream). */
+Test(lifecycle, streams_destroyed_before_comm, .timeout = 120) {
+  char err[T_ERRLEN];
+  T_REQUIRE_GPU();
+  t_env_defaults();
+  struct t_world w;
+  T_OK(t_world_init(&w, 2, err), err);
+  struct t_case first = t_case_make(T_AR, ncclFloat32, T_SUM, 4097, 0, NULL, next_seed());
+  T_OK(t_run_case_alloc(&w, &first, err), err);
+  for (int r = 0; r < w.n; r++) {
+    cr_assert_eq(cudaSetDevice(w.dev[r]), cudaSuccess);
+    cr_assert_eq(cudaStreamDestroy(w.stream[r]), cudaSuccess);
+    cr_assert_eq(cudaStreamCreateWithFlags(&w.stream[r], cudaStreamNonBlocking), cudaSuccess);
+  }
+  struct t_case second = t_case_make(T_RS, ncclBfloat16, T_MAX, 3001, 1, NULL, next_seed());
+  T_OK(t_run_case_alloc(&w, &second, err), err);
+  for (int r = 0; r < w.n; r++) {
+    cr_assert_eq(cudaSetDevice(w.dev[r]), cudaSuccess);
+    cr_assert_eq(cudaStreamDestroy(w.stream[r]), cudaSuccess);
+    w.stream[r] = NULL;
+  }
+  for (int r = 0; r < w.n; r++) {
+    ncclResult_t res = ncclCommFinalize(w.comm[r]);
+    cr_assert_eq(res, ncclSuccess, "ncclCommFinalize: %s (%s)", ncclGetErrorString(res), ncclGetLastError(NULL));
+  }
+  T_OK(t_world_free(&w, err), err); /* ncclCommDestroy on each; the streams are gone */
 }

@@ -87,7 +87,9 @@ def main():
         report(f"{name} identical on every rank", torch.equal(mine.cpu(), ref.cpu()))
 
     def torch_sum(xs_rank, dtype):
-        t = xs_rank.float().to(tdev)
+        # A copy: for a float32 CPU tensor .float().to("cpu") is the tensor itself, and
+        # torch's in-place all-reduce would overwrite the input snapccl is given next.
+        t = xs_rank.float().to(tdev).clone()
         dist.all_reduce(t)  # torch's own all-reduce
         return t.cpu().to(dtype)
 

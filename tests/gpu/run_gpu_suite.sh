@@ -10,7 +10,8 @@
 #   tests/gpu/run_gpu_suite.sh [LOGDIR]       (default: $OUT if set, else gpu-suite-logs)
 # Environment: GPU_SUITE_BIN (default build/tests/gpu), COMPUTE_SANITIZER (default: found
 # on PATH or in /usr/local/cuda/bin), GPU_SUITE_SKIP_SANITIZER=1 to leave the sanitizer
-# out. CUDA_MODULE_LOADING passes through: the group tests of gpu_test_graph_group hang
+# out, GPU_SUITE_ONLY=REGEX to run only the steps whose names match (e.g.
+# '^(failure|memcheck_inproc|racecheck_inproc)$'). CUDA_MODULE_LOADING passes through: the group tests of gpu_test_graph_group hang
 # (and fail after SNAPCCL_TIMEOUT_MS) under CUDA's default lazy loading when a rank's
 # first launch of a kernel waits for a context synchronization; EAGER tells the cases apart.
 # Exit status: 0 when every step passed (skips count as passes), 1 otherwise.
@@ -38,6 +39,7 @@ step() {
   local name=$1 limit=$2
   shift 2
   local t0 t1 rc result
+  if [ -n "${GPU_SUITE_ONLY:-}" ] && ! [[ $name =~ $GPU_SUITE_ONLY ]]; then return 0; fi
   echo "=== $name: $*" | tee -a "$LOGDIR/commands.txt"
   t0=$(date +%s.%N)
   timeout -k 15 "$limit" "$@" >"$LOGDIR/$name.log" 2>&1

@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | perf | compare | features | multigpu
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | features | multigpu
 #
 # One phase per invocation, so a caller can bound each with `timeout`: the logs are
 # packed into $OUT/PHASE.tgz on every exit, a timeout's included.
@@ -39,6 +39,8 @@ step() {
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
   local log=$LOG/$name.log t0 rc verdict
+  # RUN_ONLY=REGEX: run only the steps whose names match (to finish a phase cut short).
+  if [ -n "${RUN_ONLY:-}" ] && ! [[ $name =~ $RUN_ONLY ]]; then return 0; fi
   t0=$(date +%s.%N)
   { echo "\$ ${envs[*]} $*"; env "${envs[@]}" timeout -k 10 "$limit" "$@"; } >"$log" 2>&1
   rc=$?
@@ -57,30 +59,66 @@ step() {
 phase_suite() {
   step demo_4ranks 60 SNAPCCL_SHARED_GPU=1 SNAPCCL_DEMO_RANKS=4 -- build/snapccl_demo
   step demo_1rank 30 -- build/snapccl_demo
-  step gpu_suite 300 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
+  # The core suite (~4 min with the sanitizer); the features' tests run in phase features.
+  step gpu_suite 420 GPU_SUITE_BIN=build/tests/gpu GPU_SUITE_CORE_ONLY=1 -- \
+    tests/gpu/run_gpu_suite.sh "$LOG/suite"
 }
 
 phase_nccltests() {
-  local L=$SNAPLIB:$CUDA_LIB
-  # World size 1, the whole size range; float both eager and graph, the rest eager.
+  local L=$SNAPLIB:$CUDA_LIB d o g coll np pair
+  # World size 1, the whole size range: every dtype x {sum, max}, eager and graph
+  # (AllGather has no op: one run per dtype and mode).
   for coll in all_reduce reduce_scatter all_gather; do
-    for pair in float:sum:0 float:sum:1 half:max:0 bfloat16:sum:0 int32:max:0 float:max:1; do
-      IFS=: read -r d o g <<<"$pair"
-      [ $coll = all_gather ] && [ $o = max ] && continue
-      step "nt_ours_${coll}_${d}_${o}_G$g" 60 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
-        "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 -d $d -o $o -G $g
+    for d in float half bfloat16 int32; do
+      for o in sum max; do
+        [ $coll = all_gather ] && [ $o = max ] && continue
+        for g in 0 1; do
+          step "nt_ours_${coll}_${d}_${o}_G$g" 60 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+            "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 -d $d -o $o -G $g
+        done
+      done
     done
   done
+  # Processes sharing the GPU (time-sliced: short runs).
   for np in 2 4; do
     for pair in float:sum half:max bfloat16:sum int32:max; do
-      [ $np = 4 ] && [ $pair != float:sum ] && [ $pair != int32:max ] && continue
       for coll in all_reduce all_gather reduce_scatter; do
-        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 60 -- $MPIRUN -np $np \
+        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 90 -- $MPIRUN -np $np \
           -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 \
           "$NT_OURS/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1 -d ${pair%:*} -o ${pair#*:}
       done
     done
   done
+}
+
+# World size 1 latency, small sizes, many iterations: our perf binaries against both
+# libraries and nccl-tests (built against each) with the same flags, twice, alternating;
+# plus an nsys timeline of the ReduceScatter loop where the host has nsys.
+phase_latency() {
+  local F="-b 8 -e 4M -f 4 -g 1 -c 1 -n 200 -w 20" rep coll
+  for rep in 1 2; do
+    for coll in all_reduce reduce_scatter all_gather; do
+      step "lat_perf_${coll}_snapccl_r$rep" 60 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH -- \
+        build/perf/${coll}_perf $F
+      step "lat_perf_${coll}_nccl_r$rep" 60 LD_LIBRARY_PATH=$REAL_DIR:$LD_LIBRARY_PATH -- \
+        build/perf/${coll}_perf $F
+      step "lat_nt_${coll}_snapccl_r$rep" 60 LD_LIBRARY_PATH=$SNAPLIB:$CUDA_LIB:$LD_LIBRARY_PATH -- \
+        "$NT_OURS/${coll}_perf" $F
+      step "lat_nt_${coll}_nccl_r$rep" 60 LD_LIBRARY_PATH=$REAL_DIR:$CUDA_LIB:$LD_LIBRARY_PATH -- \
+        "$NT_NV/${coll}_perf" $F
+    done
+  done
+  if command -v nsys >/dev/null 2>&1; then
+    for lib in snapccl nccl; do
+      local D=$SNAPLIB
+      [ $lib = nccl ] && D=$REAL_DIR
+      step "nsys_rs_$lib" 120 LD_LIBRARY_PATH=$D:$LD_LIBRARY_PATH -- nsys profile -t cuda,osrt \
+        -o "$LOG/rs_$lib" --force-overwrite true build/perf/reduce_scatter_perf -b 64K -e 64K -g 1 -n 50
+      step "nsys_rs_${lib}_stats" 120 -- nsys stats -r cuda_api_sum,cuda_gpu_trace "$LOG/rs_$lib.nsys-rep"
+    done
+  else
+    echo "no nsys on this host" >"$LOG/nsys.txt"
+  fi
 }
 
 phase_perf() {
@@ -98,8 +136,10 @@ phase_perf() {
 }
 
 phase_compare() {
-  step compare_ws1 400 -- perf/compare.sh -o "$LOG/compare" --nccl-lib "$REAL_DIR" --reps 1 \
-    --bin build/perf --snapccl-lib "$SNAPLIB"
+  # 100 timed iterations and three alternating repetitions: at world size 1 the small
+  # sizes are host-bound and nccl-tests' default 20 iterations left +-5 us of noise.
+  step compare_ws1 400 -- perf/compare.sh -o "$LOG/compare" --nccl-lib "$REAL_DIR" --reps 3 \
+    --extra "-n 100 -w 10" --bin build/perf --snapccl-lib "$SNAPLIB"
 }
 
 phase_interpose() {
@@ -145,6 +185,8 @@ phase_features() {
   step lowprec_verify 300 $E -- $P/lowprec_accuracy --verify
   step lowprec_perf 300 $E -- $P/lowprec_accuracy --perf -b 1M -e 256M -f 4
   step fused_bench_g2 300 $E -- $P/fused_rmsnorm_bench -g 2
+  step fused_preload 120 -- tests/gpu/run_fused_preload.sh build/tests/gpu/gpu_fused_preload \
+    "$SNAPLIB/libsnapccl.so" "$REAL_DIR"
   step torch_fused 180 PYTHONUNBUFFERED=1 SNAPCCL_SHARED_GPU=1 PYTHONPATH=$repo/python \
     SNAPCCL_LIBRARY=$SNAPLIB/libsnapccl.so -- python3 -m torch.distributed.run --standalone \
     --nproc-per-node 2 tests/torch/fused.py --shared-gpu
@@ -186,7 +228,7 @@ phase_multigpu() {
     --bin build/perf --snapccl-lib "$SNAPLIB" --np "$n"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|perf|compare|features|multigpu}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|features|multigpu}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

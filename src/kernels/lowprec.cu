@@ -16,9 +16,10 @@
 // docs/ARCHITECTURE.md ("Staging slots"); this kernel shares the round counters, the
 // flags and the staging regions with staged.cu, and so the argument.
 //
-// Work split: a warp handles one group at a time; lane l handles elements l, l+32, ...
-// (coalesced loads of the user buffers); the codes are built in shared memory and move
-// to and from staging 16 bytes per lane.
+// Work split: a warp handles one group at a time. Whole groups of 16-byte aligned user
+// buffers move by packs (lane l: 16-byte packs l, l+32, ... of the group); a partial last
+// group or an unaligned buffer element by element (lane l: elements l, l+32, ...). The
+// codes are built in shared memory and move to and from staging 16 bytes per lane.
 #include "coll.h"
 #include "kernels/device_common.cuh"
 #include "kernels/lowprec.h"
@@ -117,6 +118,114 @@ __device__ __forceinline__ uint32_t quantise(const F& value, int v, int G, unsig
   return w;
 }
 
+// Whole groups at 16-byte aligned addresses take a faster path: a group starts at a
+// multiple of G elements and G * sizeof(S) is a multiple of 64 bytes, so only the
+// buffer's base decides. Lane l moves the group's 16-byte packs l, l+32, ... in one
+// access each, eight (fp32: four) elements per load instead of one: the element path
+// above keeps too few bytes in flight per warp to approach the memory's bandwidth. The
+// codes and the scale are the same bits: the absmax is order-free and every element is
+// encoded on its own.
+template <int DT> struct Vec {
+  using S = typename lp::Elem<DT>::S;
+  static constexpr int EPP = 16 / (int)sizeof(S);       // elements per pack
+  static constexpr int MAXP = lp::GROUP_MAX / EPP / 32; // packs per lane, at most
+  __device__ static uint32_t word(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+  }
+  __device__ static void load(const char* p, float (&x)[EPP]) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+    for (int k = 0; k < EPP; k++) {
+      const uint32_t bits = sizeof(S) == 4 ? word(v, k) : (word(v, k >> 1) >> ((k & 1) * 16)) & 0xffffu;
+      x[k] = lp::Elem<DT>::load((S)bits);
+    }
+  }
+  __device__ static void store(char* p, const float (&x)[EPP]) {
+    uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int k = 0; k < EPP; k++) {
+      const uint32_t bits = (uint32_t)lp::Elem<DT>::store(x[k]);
+      if (sizeof(S) == 4) w[k] = bits;
+      else w[k >> 1] |= bits << ((k & 1) * 16);
+    }
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+};
+
+// The codes of one pack (EPP elements) into cw at the pack's place: a byte per element,
+// or for int4 element 2t in the low nibble of byte t and 2t+1 in the high one, as put_code.
+template <int DT, int FMT>
+__device__ __forceinline__ void put_pack_codes(unsigned char* cw, int p, const uint8_t (&c)[Vec<DT>::EPP]) {
+  constexpr int EPP = Vec<DT>::EPP;
+  if (FMT == lp::FMT_INT4) {
+    uint32_t b = 0;
+#pragma unroll
+    for (int k = 0; k < EPP; k++) b |= (uint32_t)(c[k] & 0xFu) << (4 * k);
+    if (EPP == 8) reinterpret_cast<uint32_t*>(cw)[p] = b;
+    else reinterpret_cast<uint16_t*>(cw)[p] = (uint16_t)b;
+  } else {
+    uint32_t lo = 0, hi = 0;
+#pragma unroll
+    for (int k = 0; k < EPP; k++) {
+      if (k < 4) lo |= (uint32_t)c[k] << (8 * k);
+      else hi |= (uint32_t)c[k] << (8 * (k - 4));
+    }
+    if (EPP == 8) reinterpret_cast<uint2*>(cw)[p] = make_uint2(lo, hi);
+    else reinterpret_cast<uint32_t*>(cw)[p] = lo;
+  }
+}
+
+// quantise() for a whole group of the user buffer at g0 (16-byte aligned).
+template <int DT, int FMT>
+__device__ __forceinline__ uint32_t quantise_vec(const char* g0, int G, unsigned char* cw, int lane) {
+  using V = Vec<DT>;
+  constexpr int EPP = V::EPP;
+  const int np = G / EPP;
+  float x[V::MAXP][EPP];
+  float amax = 0.0f;
+  int nonfinite = 0;
+#pragma unroll
+  for (int i = 0; i < V::MAXP; i++) {
+    const int p = lane + 32 * i;
+    if (p < np) {
+      V::load(g0 + (size_t)p * 16, x[i]);
+#pragma unroll
+      for (int k = 0; k < EPP; k++) {
+        if (lp::finite(x[i][k])) amax = fmaxf(amax, fabsf(x[i][k]));
+        else nonfinite = 1;
+      }
+    }
+  }
+  amax = __uint_as_float(__reduce_max_sync(FULL, __float_as_uint(amax))); // amax >= 0
+  const uint32_t w = lp::scale_word<FMT>(amax, __any_sync(FULL, nonfinite) != 0);
+  const float inv = lp::word_inverse(w);
+#pragma unroll
+  for (int i = 0; i < V::MAXP; i++) {
+    const int p = lane + 32 * i;
+    if (p < np) {
+      uint8_t c[EPP];
+#pragma unroll
+      for (int k = 0; k < EPP; k++) c[k] = lp::encode<FMT>(x[i][k], w, inv);
+      put_pack_codes<DT, FMT>(cw, p, c);
+    }
+  }
+  __syncwarp();
+  return w;
+}
+
+// Decodes a whole group's codes from cw into the user buffer at g0 (16-byte aligned).
+template <int DT, int FMT>
+__device__ __forceinline__ void store_vec(char* g0, int G, const unsigned char* cw, uint32_t w, int lane) {
+  using V = Vec<DT>;
+  constexpr int EPP = V::EPP;
+  for (int p = lane; p < G / EPP; p += 32) {
+    float x[EPP];
+#pragma unroll
+    for (int k = 0; k < EPP; k++) x[k] = lp::decode<FMT>(get_code<FMT>(cw, p * EPP + k), w);
+    V::store(g0 + (size_t)p * 16, x);
+  }
+}
+
 // Group g of a chunk holding m groups: scale word g, then the codes.
 __device__ __forceinline__ void put_group(char* ck, ull m, ull g, int P, const unsigned char* cw,
                                           uint32_t w, int lane) {
@@ -152,6 +261,22 @@ __device__ void lowprec_rounds(const Ctx& c, unsigned char* cw, float* acc, ull*
   char* recv = static_cast<char*>(a.recv);
   const bool al_s = reinterpret_cast<uintptr_t>(send) % sizeof(S) == 0;
   const bool al_r = reinterpret_cast<uintptr_t>(recv) % sizeof(S) == 0;
+  const bool vec_s = reinterpret_cast<uintptr_t>(send) % 16 == 0; // whole groups: Vec path
+  const bool vec_r = reinterpret_cast<uintptr_t>(recv) % 16 == 0;
+  constexpr ull ES = sizeof(S);
+  // Quantises / stores group [e0, e0 + v) of the user buffers, by packs where it can.
+  auto quantise_send = [&](ull e0, int v) -> uint32_t {
+    if (vec_s && v == G) return quantise_vec<DT, FMT>(send + e0 * ES, G, cw, lane);
+    return quantise<FMT>([&](int e) { return Io<DT>::load(send, e0 + e, al_s); }, v, G, cw, lane);
+  };
+  auto store_recv = [&](ull e0, int v, uint32_t w) {
+    if (vec_r && v == G) {
+      store_vec<DT, FMT>(recv + e0 * ES, G, cw, w, lane);
+    } else {
+      for (int e = lane; e < v; e += 32)
+        Io<DT>::store(recv, e0 + e, lp::decode<FMT>(get_code<FMT>(cw, e), w), al_r);
+    }
+  };
   auto slice_len = [&](int j) -> ull { return clamp_len(count, (ull)j * sl, sl); };
   // Groups of slice j among the m starting at group og, and the elements of group gi.
   auto groups_in = [&](int j, ull og) -> ull {
@@ -172,8 +297,7 @@ __device__ void lowprec_rounds(const Ctx& c, unsigned char* cw, float* acc, ull*
       char* ck = chunk(a.ws[j], a.lay, a.lay.rs_off, slot, me, b);
       for (ull g = warp; g < ng; g += WARPS) {
         const ull e0 = (ull)j * sl + (og + g) * G;
-        const uint32_t w = quantise<FMT>([&](int e) { return Io<DT>::load(send, e0 + e, al_s); },
-                                         valid(j, og + g), G, cw, lane);
+        const uint32_t w = quantise_send(e0, valid(j, og + g));
         put_group(ck, m, g, P, cw, w, lane);
         __syncwarp();
       }
@@ -188,9 +312,8 @@ __device__ void lowprec_rounds(const Ctx& c, unsigned char* cw, float* acc, ull*
         const ull e0 = (ull)me * sl + (og + g) * G;
         const int v = valid(me, og + g);
         for (int r = 0; r < N; r++) {
-          const uint32_t w =
-              r == me ? quantise<FMT>([&](int e) { return Io<DT>::load(send, e0 + e, al_s); }, v, G, cw, lane)
-                      : get_group(chunk(a.ws[me], a.lay, a.lay.rs_off, slot, r, b), m, g, P, cw, lane);
+          const uint32_t w = r == me ? quantise_send(e0, v)
+                                     : get_group(chunk(a.ws[me], a.lay, a.lay.rs_off, slot, r, b), m, g, P, cw, lane);
           for (int e = lane; e < G; e += 32) {
             const float x = lp::decode<FMT>(get_code<FMT>(cw, e), w);
             acc[e] = r == 0 ? x : lp::add(acc[e], x);
@@ -204,8 +327,7 @@ __device__ void lowprec_rounds(const Ctx& c, unsigned char* cw, float* acc, ull*
           const int j = (me + d) % N;
           put_group(chunk(a.ws[j], a.lay, a.lay.ag_off, slot, me, b), m, g, P, cw, w, lane);
         }
-        for (int e = lane; e < v; e += 32)
-          Io<DT>::store(recv, e0 + e, lp::decode<FMT>(get_code<FMT>(cw, e), w), al_r);
+        store_recv(e0, v, w);
         __syncwarp();
       }
     }
@@ -221,8 +343,7 @@ __device__ void lowprec_rounds(const Ctx& c, unsigned char* cw, float* acc, ull*
         const ull e0 = (ull)j * sl + (og + g) * G;
         const int v = valid(j, og + g);
         const uint32_t w = get_group(ck, m, g, P, cw, lane);
-        for (int e = lane; e < v; e += 32)
-          Io<DT>::store(recv, e0 + e, lp::decode<FMT>(get_code<FMT>(cw, e), w), al_r);
+        store_recv(e0, v, w);
         __syncwarp();
       }
     }

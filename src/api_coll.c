@@ -36,6 +36,7 @@ static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, v
           atomic_load(&c->async_state) == ncclSuccess &&
           snapccl_coll_prepare_quiet(kind, sendbuff, recvbuff, count, dtype, op, c, stream, &coll) &&
           snapccl_algo_choose(&coll, &algo) == ncclSuccess) {
+        coll.algo = algo; /* issued as chosen, not selected again */
         snapccl_count_call(c, kind, count * snapccl_dtype_size(dtype), 1);
         return run_ours(&coll);
       }

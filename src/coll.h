@@ -26,6 +26,7 @@ enum snapccl_devop {
 enum snapccl_scalar_mode { SCALAR_NONE = 0, SCALAR_BITS = 1, SCALAR_DEVICE = 2, SCALAR_RECIPROCAL = 3 };
 
 struct snapccl_comm;
+struct snapccl_algo;
 
 struct snapccl_coll {
   enum snapccl_coll_kind kind;
@@ -41,6 +42,9 @@ struct snapccl_coll {
   const void* scalar_dev; /* SCALAR_DEVICE: where the value lives on the device */
   struct snapccl_comm* comm;
   cudaStream_t stream;
+  /* The algorithm once selected (NULL before): a call checked at ncclGroupEnd or chosen by
+   * the interposer is issued without being selected a second time. */
+  const struct snapccl_algo* algo;
 };
 
 const char* snapccl_coll_name(enum snapccl_coll_kind kind);
@@ -62,9 +66,11 @@ int snapccl_coll_prepare_quiet(enum snapccl_coll_kind kind, const void* sendbuff
                                struct snapccl_coll* out);
 /* The selector's estimate of a prepared call's time, in microseconds. */
 double snapccl_coll_estimate_us(const struct snapccl_coll* coll);
-/* Whether an algorithm can run the call (the reason recorded if not); launches nothing. */
-ncclResult_t snapccl_coll_check(const struct snapccl_coll* coll);
-/* Runs a prepared call now (outside a group, or at the outermost ncclGroupEnd). */
+/* Whether an algorithm can run the call (the reason recorded if not); launches nothing.
+ * Keeps the algorithm in coll->algo for snapccl_coll_issue. */
+ncclResult_t snapccl_coll_check(struct snapccl_coll* coll);
+/* Runs a prepared call now (outside a group, or at the outermost ncclGroupEnd), with
+ * coll->algo when set, else the selector's choice. */
 ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll);
 
 #endif

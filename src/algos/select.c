@@ -137,14 +137,14 @@ ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snap
   return ncclSuccess;
 }
 
-ncclResult_t snapccl_coll_check(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a;
-  return snapccl_algo_select(coll, &a);
+ncclResult_t snapccl_coll_check(struct snapccl_coll* coll) {
+  if (coll->algo) return ncclSuccess;
+  return snapccl_algo_select(coll, &coll->algo);
 }
 
 ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a;
-  SNAP_CHECK(snapccl_algo_select(coll, &a));
+  const struct snapccl_algo* a = coll->algo;
+  if (!a) SNAP_CHECK(snapccl_algo_select(coll, &a));
   return a->launch(coll);
 }
 

@@ -79,13 +79,15 @@ phase_nccltests() {
       done
     done
   done
-  # Processes sharing the GPU (time-sliced: short runs).
+  # Processes sharing the GPU (time-sliced: short runs), eager and graph.
   for np in 2 4; do
     for pair in float:sum half:max bfloat16:sum int32:max; do
       for coll in all_reduce all_gather reduce_scatter; do
-        step "nt_ours_mpi${np}_${coll}_${pair/:/_}" 90 -- $MPIRUN -np $np \
-          -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 \
-          "$NT_OURS/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1 -d ${pair%:*} -o ${pair#*:}
+        for g in 0 1; do
+          step "nt_ours_mpi${np}_${coll}_${pair/:/_}_G$g" 90 -- $MPIRUN -np $np \
+            -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 \
+            "$NT_OURS/${coll}_perf" -b 8 -e 64M -f 4 -n 5 -w 1 -c 1 -d ${pair%:*} -o ${pair#*:} -G $g
+        done
       done
     done
   done

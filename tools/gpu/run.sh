@@ -3,7 +3,9 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | features | multigpu
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | features,
+#                                  or on several GPUs: mg_suite | mg_features | mg_nt_g | mg_nt_np |
+#                                  mg_interpose | mg_compare
 #
 # One phase per invocation, so a caller can bound each with `timeout`: the logs are
 # packed into $OUT/PHASE.tgz on every exit, a timeout's included.
@@ -195,42 +197,86 @@ phase_features() {
 }
 
 # Hosts with several GPUs (issues "Runs on two / four / eight H200s"): the same checks
-# across real devices, one rank per GPU, in both launch models, and the comparison.
-phase_multigpu() {
-  local n L=$SNAPLIB:$CUDA_LIB PRE=$SNAPLIB/libsnapccl.so R="$REAL_DIR:$CUDA_LIB"
-  n=$(nvidia-smi -L | grep -c '^GPU')
+# across real devices, one rank per GPU, in both launch models, and the comparison. One
+# phase per device call (each stays under the 10-minute limit of a call), in this order:
+#   mg_suite  mg_features  mg_nt_g  mg_nt_np  mg_interpose  mg_compare
+# Never the multicast path itself: SNAPCCL_NVLS stays unset, NCCL_NVLS_ENABLE=0.
+ngpus() { nvidia-smi -L | grep -c '^GPU'; }
+
+phase_mg_suite() {
   nvidia-smi topo -m >"$LOG/topo.txt" 2>&1
-  step gpu_suite 600 GPU_SUITE_BIN=build/tests/gpu -- tests/gpu/run_gpu_suite.sh "$LOG/suite"
+  step gpu_suite 560 GPU_SUITE_BIN=build/tests/gpu GPU_SUITE_CORE_ONLY=1 -- \
+    tests/gpu/run_gpu_suite.sh "$LOG/suite"
+}
+
+phase_mg_features() {
+  local n P=build/perf E="LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH"
+  n=$(ngpus)
+  for t in lowprec nvls_twin fused; do
+    step "gpu_$t" 240 -- build/tests/gpu/gpu_test_$t --jobs 1 --verbose
+  done
+  step "lowprec_perf_g$n" 60 $E -- $P/lowprec_accuracy --perf -b 1M -e 1G -f 2 -g "$n"
+  step "fused_bench_g$n" 60 $E -- $P/fused_rmsnorm_bench -g "$n"
+}
+
+# nccl-tests built against us: every dtype x {sum, max} (AllGather: per dtype), eager and
+# graph, over 8 B .. 1 GiB; $1 = g (one process, -g N) or np (mpirun -np N).
+nccltests_multi() {
+  local how=$1 n L=$SNAPLIB:$CUDA_LIB coll d o g
+  n=$(ngpus)
   for coll in all_reduce all_gather reduce_scatter; do
-    for pair in float:sum half:sum bfloat16:sum int32:sum float:max int32:max; do
-      IFS=: read -r d o <<<"$pair"
-      for g in 0 1; do
-        step "nt_ours_g${n}_${coll}_${d}_${o}_G$g" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
-          "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g "$n" -c 1 -d $d -o $o -G $g
-        step "nt_ours_np${n}_${coll}_${d}_${o}_G$g" 120 -- $MPIRUN -np "$n" \
-          -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1 \
-          -d $d -o $o -G $g
+    for d in float half bfloat16 int32; do
+      for o in sum max; do
+        [ $coll = all_gather ] && [ $o = max ] && continue
+        for g in 0 1; do
+          if [ "$how" = g ]; then
+            step "nt_ours_g${n}_${coll}_${d}_${o}_G$g" 120 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+              "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g "$n" -c 1 -d $d -o $o -G $g
+          else
+            step "nt_ours_np${n}_${coll}_${d}_${o}_G$g" 120 -- $MPIRUN -np "$n" \
+              -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH "$NT_OURS/${coll}_perf" -b 8 -e 1G -f 2 -g 1 \
+              -c 1 -d $d -o $o -G $g
+          fi
+        done
       done
     done
+  done
+}
+phase_mg_nt_g() { nccltests_multi g; }
+phase_mg_nt_np() { nccltests_multi np; }
+
+phase_mg_interpose() {
+  local n coll PRE=$SNAPLIB/libsnapccl.so R="$REAL_DIR:$CUDA_LIB"
+  n=$(ngpus)
+  for coll in all_reduce all_gather reduce_scatter; do
     step "pre_np${n}_${coll}" 120 -- $MPIRUN -np "$n" -x LD_LIBRARY_PATH=$R:$LD_LIBRARY_PATH \
       -x LD_PRELOAD=$PRE -x SNAPCCL_DEBUG=INFO -x SNAPCCL_DEBUG_SUBSYS=INTERPOSE \
       "$NT_NV/${coll}_perf" -b 8 -e 1G -f 2 -g 1 -c 1
+    step "pre_g${n}_${coll}" 120 LD_LIBRARY_PATH=$R:$LD_LIBRARY_PATH LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+      SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- "$NT_NV/${coll}_perf" -b 8 -e 1G -f 2 -g "$n" -c 1
   done
   for coll in broadcast reduce sendrecv alltoall; do
     step "pre_np${n}_${coll}" 120 -- $MPIRUN -np "$n" -x LD_LIBRARY_PATH=$R:$LD_LIBRARY_PATH \
       -x LD_PRELOAD=$PRE "$NT_NV/${coll}_perf" -b 8 -e 256M -f 4 -g 1 -c 1
   done
   local TR="python3 -m torch.distributed.run --standalone"
-  step "torch_${n}rank_plain" 240 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node "$n" tests/torch/collectives.py
-  step "torch_${n}rank_preload" 240 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
+  step "torch_${n}rank_plain" 150 PYTHONUNBUFFERED=1 -- $TR --nproc-per-node "$n" tests/torch/collectives.py
+  step "torch_${n}rank_preload" 150 PYTHONUNBUFFERED=1 LD_PRELOAD=$PRE SNAPCCL_DEBUG=INFO \
     SNAPCCL_DEBUG_SUBSYS=INTERPOSE -- $TR --nproc-per-node "$n" tests/torch/collectives.py
-  step "compare_g$n" 900 -- perf/compare.sh -o "$LOG/compare_g$n" --nccl-lib "$REAL_DIR" --reps 2 \
-    --bin build/perf --snapccl-lib "$SNAPLIB" -g "$n"
-  step "compare_np$n" 900 -- perf/compare.sh -o "$LOG/compare_np$n" --nccl-lib "$REAL_DIR" --reps 1 \
-    --bin build/perf --snapccl-lib "$SNAPLIB" --np "$n"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|features|multigpu}
+phase_mg_compare() {
+  local n
+  n=$(ngpus)
+  nvidia-smi topo -m >"$LOG/topo.txt" 2>&1
+  step "compare_g$n" 280 -- perf/compare.sh -o "$LOG/compare_g$n" --nccl-lib "$REAL_DIR" --reps 2 \
+    --extra "-n 100 -w 10" --timeout 120 --bin build/perf --snapccl-lib "$SNAPLIB" -g "$n"
+  step "compare_np$n" 280 -- perf/compare.sh -o "$LOG/compare_np$n" --nccl-lib "$REAL_DIR" --reps 2 \
+    --extra "-n 100 -w 10" --timeout 120 --bin build/perf --snapccl-lib "$SNAPLIB" --np "$n" \
+    --mpirun "$MPIRUN"
+}
+
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|features|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fixture.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -20,37 +21,15 @@ static uint64_t next_seed(void) {
   return t_mix(++s);
 }
 
-struct fixture {
-  struct t_world w;
-  struct t_bufs b;
-};
-
-static void open_world(struct fixture* f, int n, size_t send_cap, size_t recv_cap) {
-  char err[T_ERRLEN];
-  t_env_defaults();
-  T_OK(t_world_init(&f->w, n, err), err);
-  T_OK(t_bufs_alloc(&f->w, &f->b, send_cap, recv_cap, err), err);
-}
-
-static void close_world(struct fixture* f) {
-  char err[T_ERRLEN];
-  t_bufs_free(&f->w, &f->b);
-  T_OK(t_world_free(&f->w, err), err);
-}
-
-static void run(struct fixture* f, const struct t_case* c) {
-  char err[T_ERRLEN];
-  T_OK(t_run_case(&f->w, c, &f->b, err), err);
-}
 
 /* ---- world size 2: the full matrix, one test per dtype ---- */
 
 static void ws2_dtype(ncclDataType_t dt) {
   static const size_t counts[] = {0, 1, 3, 17, 1023, 4097, 65537, (1u << 20) + 3};
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   size_t cap = counts[NELEMS(counts) - 1] * t_dt_size(dt);
-  open_world(&f, 2, cap, cap);
+  t_fixture_open(&f, 2, cap, cap);
   for (size_t a = 0; a <= NELEMS(algos); a++) {
     const char* algo = a < NELEMS(algos) ? algos[a] : NULL; /* last: the library's choice */
     for (int op = 0; op < T_NOPS; op++)
@@ -58,14 +37,14 @@ static void ws2_dtype(ncclDataType_t dt) {
         if (!algo && k % 3 != 2) continue; /* auto: a few counts are enough */
         for (int ip = 0; ip < 2; ip++) {
           struct t_case c = t_case_make(T_AR, dt, op, counts[k], ip, algo, next_seed());
-          run(&f, &c);
+          t_fixture_run(&f, &c);
         }
       }
   }
   struct t_case c = t_case_make(T_AR, dt, T_SUM, 0, 0, "twoshot", next_seed());
   c.null_bufs = 1; /* count 0 with NULL buffers: success, nothing touched */
-  run(&f, &c);
-  close_world(&f);
+  t_fixture_run(&f, &c);
+  t_fixture_close(&f);
 }
 
 #define WS2(name, dt) \
@@ -87,8 +66,8 @@ WS2(e5m2, ncclFloat8e5m2)
 Test(allreduce_ws2, huge, .timeout = 300) {
   const size_t count = (64u << 20) + 1;
   T_REQUIRE_GPU();
-  struct fixture f;
-  open_world(&f, 2, count * 4, count * 4);
+  struct t_fixture f;
+  t_fixture_open(&f, 2, count * 4, count * 4);
   struct t_case cases[] = {
       t_case_make(T_AR, ncclFloat32, T_SUM, count, 0, "twoshot", next_seed()),
       t_case_make(T_AR, ncclBfloat16, T_AVG, count, 1, NULL, next_seed()),
@@ -96,8 +75,8 @@ Test(allreduce_ws2, huge, .timeout = 300) {
       t_case_make(T_AR, ncclInt32, T_MAX, count, 1, "twoshot", next_seed()),
       t_case_make(T_AR, ncclFloat32, T_SUM, count, 0, "lamport", next_seed()),
   };
-  for (size_t i = 0; i < NELEMS(cases); i++) run(&f, &cases[i]);
-  close_world(&f);
+  for (size_t i = 0; i < NELEMS(cases); i++) t_fixture_run(&f, &cases[i]);
+  t_fixture_close(&f);
 }
 
 /* ---- world sizes 1, 3, 4, 8 ---- */
@@ -108,17 +87,17 @@ Test(allreduce_ws1, all, .timeout = 300) {
   static const size_t counts[] = {0, 1, 17, 4097, 65537};
   static const char* const ws1_algos[] = {"lamport", "oneshot", "twoshot", "copy", NULL};
   T_REQUIRE_GPU();
-  struct fixture f;
-  open_world(&f, 1, 65537 * 8, 65537 * 8);
+  struct t_fixture f;
+  t_fixture_open(&f, 1, 65537 * 8, 65537 * 8);
   for (size_t a = 0; a < NELEMS(ws1_algos); a++)
     for (int d = 0; d < 12; d++)
       for (int op = 0; op < T_NOPS; op++)
         for (size_t k = 0; k < NELEMS(counts); k++) {
           struct t_case c = t_case_make(T_AR, t_all_dtypes[d], op, counts[k], (int)(k + a) & 1,
                                         ws1_algos[a], next_seed());
-          run(&f, &c);
+          t_fixture_run(&f, &c);
         }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 
 /* Every algorithm x dtype for sum and max on a spread of counts, plus every op for two
@@ -126,15 +105,15 @@ Test(allreduce_ws1, all, .timeout = 300) {
 static void wsn(int n) {
   static const size_t counts[] = {1, 17, 4097, 65537, 300007};
   T_REQUIRE_GPU();
-  struct fixture f;
-  open_world(&f, n, 300007 * 8, 300007 * 8);
+  struct t_fixture f;
+  t_fixture_open(&f, n, 300007 * 8, 300007 * 8);
   for (size_t a = 0; a < NELEMS(algos); a++)
     for (int d = 0; d < 12; d++)
       for (int op = T_SUM; op <= T_MAX; op += T_MAX - T_SUM)
         for (size_t k = 0; k < NELEMS(counts); k++) {
           struct t_case c = t_case_make(T_AR, t_all_dtypes[d], op, counts[k], (int)(k + (size_t)op) & 1,
                                         algos[a], next_seed());
-          run(&f, &c);
+          t_fixture_run(&f, &c);
         }
   static const ncclDataType_t some[] = {ncclFloat32, ncclInt32, ncclBfloat16};
   for (size_t a = 0; a <= NELEMS(algos); a++)
@@ -142,9 +121,9 @@ static void wsn(int n) {
       for (int op = 0; op < T_NOPS; op++) {
         struct t_case c = t_case_make(T_AR, some[d], op, 4097, op & 1,
                                       a < NELEMS(algos) ? algos[a] : NULL, next_seed());
-        run(&f, &c);
+        t_fixture_run(&f, &c);
       }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 Test(allreduce_wsn, ws3, .timeout = 300) { wsn(3); }
 Test(allreduce_wsn, ws4, .timeout = 300) { wsn(4); }
@@ -157,8 +136,8 @@ static void offsets(int n) {
                                        ncclFloat8e5m2, ncclUint64, ncclBfloat16};
   static const size_t counts[] = {1, 3, 17, 4097, 65537};
   T_REQUIRE_GPU();
-  struct fixture f;
-  open_world(&f, n, 65537 * 8, 65537 * 8);
+  struct t_fixture f;
+  t_fixture_open(&f, n, 65537 * 8, 65537 * 8);
   for (int off = 1; off <= 15; off++)
     for (size_t a = 0; a < NELEMS(algos); a++)
       for (size_t k = 0; k < NELEMS(counts); k++) {
@@ -170,9 +149,9 @@ static void offsets(int n) {
           c.send_off[r] = (off + 5 * r) % 16;
           c.recv_off[r] = (3 * off + 7 * r + 1) % 16;
         }
-        run(&f, &c);
+        t_fixture_run(&f, &c);
       }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 Test(allreduce_offsets, ws2, .timeout = 300) { offsets(2); }
 Test(allreduce_offsets, ws3, .timeout = 300) { offsets(3); }
@@ -228,8 +207,8 @@ static void sanitize(int n) {
   static const struct { ncclDataType_t dt; int op; } kinds[] = {
       {ncclFloat32, T_SUM}, {ncclInt32, T_MAX}, {ncclBfloat16, T_AVG}, {ncclFloat8e4m3, T_PREMUL_DEV}};
   T_REQUIRE_GPU();
-  struct fixture f;
-  open_world(&f, n, 4097 * 4 * (size_t)n, 4097 * 4 * (size_t)n);
+  struct t_fixture f;
+  t_fixture_open(&f, n, 4097 * 4 * (size_t)n, 4097 * 4 * (size_t)n);
   for (size_t k = 0; k < NELEMS(counts); k++) {
     for (size_t a = 0; a < NELEMS(algos); a++)
       for (size_t i = 0; i < NELEMS(kinds); i++) {
@@ -237,16 +216,16 @@ static void sanitize(int n) {
                                       algos[a], next_seed());
         for (int r = 0; r < n; r++) c.send_off[r] = c.recv_off[r] = (int)(k * 3 + (size_t)r) % 16;
         if (!t_algo_accepts(&c, n)) continue;
-        run(&f, &c);
+        t_fixture_run(&f, &c);
       }
     for (int ip = 0; ip < 2; ip++) {
       struct t_case ag = t_case_make(T_AG, ncclFloat16, T_SUM, counts[k], ip, "direct", next_seed());
       struct t_case rs = t_case_make(T_RS, ncclFloat32, T_SUM, counts[k], ip, "direct", next_seed());
-      run(&f, &ag);
-      run(&f, &rs);
+      t_fixture_run(&f, &ag);
+      t_fixture_run(&f, &rs);
     }
   }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 Test(sanitize, ws1, .timeout = 600) { sanitize(1); }
 Test(sanitize, ws2, .timeout = 600) { sanitize(2); }

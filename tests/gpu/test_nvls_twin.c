@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fixture.h"
 #include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -118,26 +119,17 @@ static int run(struct t_world* w, const struct t_case* c, struct t_bufs* b, char
   return rc;
 }
 
-struct fixture {
-  struct t_world w;
-  struct t_bufs b;
-};
-
-static void open_world(struct fixture* f, int n, size_t send_cap, size_t recv_cap) {
-  char err[T_ERRLEN];
+static void open_world(struct t_fixture* f, int n, size_t send_cap, size_t recv_cap) {
   twin_env();
-  T_OK(t_world_init(&f->w, n, err), err);
-  T_OK(t_bufs_alloc(&f->w, &f->b, send_cap, recv_cap, err), err);
+  t_fixture_init(f, n, send_cap, recv_cap);
 }
 
-static void close_world(struct fixture* f) {
-  char err[T_ERRLEN];
-  t_bufs_free(&f->w, &f->b);
-  T_OK(t_world_free(&f->w, err), err);
+static void close_world(struct t_fixture* f) {
+  t_fixture_close(f);
   t_set_algo(T_AR, NULL);
 }
 
-static void run_ok(struct fixture* f, const struct t_case* c) {
+static void run_ok(struct t_fixture* f, const struct t_case* c) {
   char err[T_ERRLEN];
   T_OK(run(&f->w, c, &f->b, err), err);
 }
@@ -146,7 +138,7 @@ static void run_ok(struct fixture* f, const struct t_case* c) {
 
 static void allreduce(int n) {
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_world(&f, n, BIG * 4, BIG * 4);
   for (size_t a = 0; a < NELEMS(ar_twins); a++)
     for (size_t d = 0; d < NELEMS(red_dts); d++)
@@ -173,7 +165,7 @@ static void allreduce(int n) {
 
 static void reducescatter(int n) {
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_world(&f, n, BIG * 4 * (size_t)n, BIG * 4 * (size_t)n);
   for (size_t d = 0; d < NELEMS(red_dts); d++)
     for (size_t k = 0; k < NELEMS(counts); k++)
@@ -194,7 +186,7 @@ static void reducescatter(int n) {
 
 static void allgather(int n) {
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_world(&f, n, BIG * 4, BIG * 4 * (size_t)n);
   for (int d = 0; d < 12; d++)
     for (size_t k = 0; k < NELEMS(counts) - 1; k++)
@@ -227,7 +219,7 @@ Test(nvls_twin_ws8, allgather, .timeout = 600) { allgather(8); }
  * never picks an NVLS algorithm, twin or not. */
 Test(nvls_gate, multicast_declines_and_defaults_unchanged, .timeout = 300) {
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_world(&f, 2, 65537 * 4 * 2, 65537 * 4 * 2);
   static const struct {
     int coll;
@@ -256,7 +248,7 @@ Test(nvls_gate, multicast_declines_and_defaults_unchanged, .timeout = 300) {
 
 Test(nvls_twin_offsets, ws3, .timeout = 300) {
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_world(&f, 3, 65537 * 4 * 3, 65537 * 4 * 3);
   static const size_t cnt[] = {1, 3, 17, 4097, 65537};
   for (int off = 1; off <= 15; off += 2)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common.h"
+#include "fixture.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -14,50 +15,28 @@ static uint64_t next_seed(void) {
   return t_mix(++s);
 }
 
-struct fixture {
-  struct t_world w;
-  struct t_bufs b;
-};
-
-static void open_world(struct fixture* f, int n, size_t send_cap, size_t recv_cap) {
-  char err[T_ERRLEN];
-  t_env_defaults();
-  T_OK(t_world_init(&f->w, n, err), err);
-  T_OK(t_bufs_alloc(&f->w, &f->b, send_cap, recv_cap, err), err);
-}
-
-static void close_world(struct fixture* f) {
-  char err[T_ERRLEN];
-  t_bufs_free(&f->w, &f->b);
-  T_OK(t_world_free(&f->w, err), err);
-}
-
-static void run(struct fixture* f, const struct t_case* c) {
-  char err[T_ERRLEN];
-  T_OK(t_run_case(&f->w, c, &f->b, err), err);
-}
 
 /* Buffers of n ranks' blocks of `count` elements (in-place keeps them all in recv). */
-static void open_for(struct fixture* f, int n, size_t count, size_t esize) {
-  open_world(f, n, (size_t)n * count * esize, (size_t)n * count * esize);
+static void open_for(struct t_fixture* f, int n, size_t count, size_t esize) {
+  t_fixture_open(f, n, (size_t)n * count * esize, (size_t)n * count * esize);
 }
 
 static void ws2_dtype(ncclDataType_t dt) {
   static const size_t counts[] = {0, 1, 3, 17, 1023, 4097, 65537, (1u << 20) + 3};
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_for(&f, 2, counts[NELEMS(counts) - 1], t_dt_size(dt));
   for (int op = 0; op < T_NOPS; op++)
     for (size_t k = 0; k < NELEMS(counts); k++)
       for (int ip = 0; ip < 2; ip++) {
         const char* algo = (k + (size_t)ip + (size_t)op) % 2 ? "direct" : NULL;
         struct t_case c = t_case_make(T_RS, dt, op, counts[k], ip, algo, next_seed());
-        run(&f, &c);
+        t_fixture_run(&f, &c);
       }
   struct t_case c = t_case_make(T_RS, dt, T_SUM, 0, 0, "direct", next_seed());
   c.null_bufs = 1;
-  run(&f, &c);
-  close_world(&f);
+  t_fixture_run(&f, &c);
+  t_fixture_close(&f);
 }
 
 #define WS2(name, dt) \
@@ -78,19 +57,19 @@ WS2(e5m2, ncclFloat8e5m2)
 Test(reducescatter_ws2, huge, .timeout = 300) {
   const size_t count = (64u << 20) + 1;
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_for(&f, 2, count, 4);
   struct t_case a = t_case_make(T_RS, ncclInt32, T_SUM, count, 0, "direct", next_seed());
   struct t_case b = t_case_make(T_RS, ncclBfloat16, T_MAX, count, 1, NULL, next_seed());
-  run(&f, &a);
-  run(&f, &b);
-  close_world(&f);
+  t_fixture_run(&f, &a);
+  t_fixture_run(&f, &b);
+  t_fixture_close(&f);
 }
 
 Test(reducescatter_ws1, all, .timeout = 300) {
   static const size_t counts[] = {0, 1, 17, 4097};
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_for(&f, 1, 4097, 8);
   for (int d = 0; d < 12; d++)
     for (int op = 0; op < T_NOPS; op++)
@@ -98,30 +77,30 @@ Test(reducescatter_ws1, all, .timeout = 300) {
         for (int ip = 0; ip < 2; ip++) {
           struct t_case c = t_case_make(T_RS, t_all_dtypes[d], op, counts[k], ip,
                                         ip ? "direct" : NULL, next_seed());
-          run(&f, &c);
+          t_fixture_run(&f, &c);
         }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 
 static void wsn(int n) {
   static const size_t counts[] = {1, 17, 4097, 65537};
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_for(&f, n, 65537, 8);
   for (int d = 0; d < 12; d++)
     for (int op = T_SUM; op <= T_MAX; op += T_MAX - T_SUM)
       for (size_t k = 0; k < NELEMS(counts); k++) {
         struct t_case c = t_case_make(T_RS, t_all_dtypes[d], op, counts[k], (int)(k + (size_t)d) & 1,
                                       "direct", next_seed());
-        run(&f, &c);
+        t_fixture_run(&f, &c);
       }
   static const ncclDataType_t some[] = {ncclFloat32, ncclInt32, ncclFloat16};
   for (size_t d = 0; d < NELEMS(some); d++)
     for (int op = 0; op < T_NOPS; op++) {
       struct t_case c = t_case_make(T_RS, some[d], op, 4097, op & 1, NULL, next_seed());
-      run(&f, &c);
+      t_fixture_run(&f, &c);
     }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 Test(reducescatter_wsn, ws3, .timeout = 300) { wsn(3); }
 Test(reducescatter_wsn, ws4, .timeout = 300) { wsn(4); }
@@ -132,7 +111,7 @@ static void offsets(int n) {
                                        ncclFloat8e4m3, ncclUint32,  ncclBfloat16};
   static const size_t counts[] = {1, 3, 17, 4097, 65537};
   T_REQUIRE_GPU();
-  struct fixture f;
+  struct t_fixture f;
   open_for(&f, n, 65537, 8);
   for (int off = 1; off <= 15; off++)
     for (size_t k = 0; k < NELEMS(counts); k++) {
@@ -143,9 +122,9 @@ static void offsets(int n) {
         c.send_off[r] = (off + 5 * r) % 16;
         c.recv_off[r] = (3 * off + 7 * r + 1) % 16;
       }
-      run(&f, &c);
+      t_fixture_run(&f, &c);
     }
-  close_world(&f);
+  t_fixture_close(&f);
 }
 Test(reducescatter_offsets, ws2, .timeout = 300) { offsets(2); }
 Test(reducescatter_offsets, ws3, .timeout = 300) { offsets(3); }

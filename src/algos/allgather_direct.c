@@ -11,11 +11,7 @@ static double cost(const struct snapccl_coll* c) {
   const struct snapccl_cost_constants* k = snapccl_cost_constants();
   int n = c->comm->nranks;
   double bytes = (double)c->count * (double)snapccl_dtype_size(c->dtype);
-  struct snapccl_geom g;
-  unsigned long long b = c->count * snapccl_dtype_size(c->dtype);
-  snapccl_staged_geometry(c, b, 1, &g);
-  double rounds = (double)((b + (unsigned long long)g.blocks * g.chunk_elems - 1) /
-                           ((unsigned long long)g.blocks * g.chunk_elems));
+  double rounds = snapccl_staged_rounds(c, c->count * snapccl_dtype_size(c->dtype), 1);
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
          snapccl_cost_link_us(bytes * (n - 1)) + snapccl_cost_local_us(bytes * 2 * n);
 }

@@ -18,11 +18,7 @@ static double cost(const struct snapccl_coll* c) {
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double bytes = (double)c->count * (double)es;
-  struct snapccl_geom g;
-  unsigned long long sl = slice_elems(c);
-  snapccl_staged_geometry(c, sl, es, &g);
-  double rounds = (double)((sl + (unsigned long long)g.blocks * g.chunk_elems - 1) /
-                           ((unsigned long long)g.blocks * g.chunk_elems));
+  double rounds = snapccl_staged_rounds(c, slice_elems(c), es);
   return k->launch_us + (n > 1 ? 2.0 * rounds * snapccl_cost_sync_us(c->comm) : 0) +
          snapccl_cost_link_us(2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(bytes * 3);
 }

@@ -54,6 +54,14 @@ void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long
   g->chunk_elems = chunk;
 }
 
+double snapccl_staged_rounds(const struct snapccl_coll* coll, unsigned long long slice_elems,
+                             size_t esize) {
+  struct snapccl_geom g;
+  snapccl_staged_geometry(coll, slice_elems, esize, &g);
+  const unsigned long long per = (unsigned long long)g.blocks * g.chunk_elems;
+  return (double)((slice_elems + per - 1) / per);
+}
+
 /* Calls on one communicator must run one after another (the device epoch and the
  * staging slots assume it). On one stream that is free; when the application switches
  * streams, the new stream waits for the event recorded after our previous launch.

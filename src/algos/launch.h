@@ -31,5 +31,8 @@ void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_by
  * per slice; identical on every rank (only agreed values go in). */
 void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,
                              size_t esize, struct snapccl_geom* g);
+/* The rounds that geometry takes for the slice (each round costs a flag exchange). */
+double snapccl_staged_rounds(const struct snapccl_coll* coll, unsigned long long slice_elems,
+                             size_t esize);
 
 #endif

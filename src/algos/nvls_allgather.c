@@ -15,10 +15,7 @@ static double cost_v(const struct snapccl_coll* c, int multicast) {
   const struct snapccl_cost_constants* k = snapccl_cost_constants();
   int n = c->comm->nranks;
   unsigned long long b = c->count * snapccl_dtype_size(c->dtype);
-  struct snapccl_geom g;
-  snapccl_staged_geometry(c, b, 1, &g);
-  unsigned long long per = (unsigned long long)g.blocks * g.chunk_elems;
-  double rounds = (double)((b + per - 1) / per);
+  double rounds = snapccl_staged_rounds(c, b, 1);
   /* Multicast: my input leaves my GPU once, the switch copies it N times. */
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
          snapccl_cost_link_us((double)b * (multicast ? 1 : n - 1)) + snapccl_cost_local_us((double)b * 2 * n);

@@ -95,11 +95,7 @@ static unsigned long long slice_elems(const struct snapccl_coll* c) {
 }
 
 static double rounds(const struct snapccl_coll* c) {
-  struct snapccl_geom g;
-  unsigned long long sl = slice_elems(c);
-  snapccl_staged_geometry(c, sl, snapccl_dtype_size(c->dtype), &g);
-  unsigned long long per = (unsigned long long)g.blocks * g.chunk_elems;
-  return (double)((sl + per - 1) / per);
+  return snapccl_staged_rounds(c, slice_elems(c), snapccl_dtype_size(c->dtype));
 }
 
 static const char* can_twoshot(const struct snapccl_coll* c) { return check(c, 1, "nvls_twoshot", 0); }

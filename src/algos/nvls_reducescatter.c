@@ -20,10 +20,7 @@ static double cost_v(const struct snapccl_coll* c, int multicast) {
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double slice = (double)c->count * (double)es;
-  struct snapccl_geom g;
-  snapccl_staged_geometry(c, c->count, es, &g);
-  unsigned long long per = (unsigned long long)g.blocks * g.chunk_elems;
-  double rounds = (double)((c->count + per - 1) / per);
+  double rounds = snapccl_staged_rounds(c, c->count, es);
   /* Both read every other replica's copy of my slice once; the twin also sums locally. */
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
          snapccl_cost_link_us(slice * (n - 1)) + snapccl_cost_local_us(slice * (multicast ? 2 * n + 1 : 3 * n + 1));

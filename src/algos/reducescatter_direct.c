@@ -12,10 +12,7 @@ static double cost(const struct snapccl_coll* c) {
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double slice = (double)c->count * (double)es;
-  struct snapccl_geom g;
-  snapccl_staged_geometry(c, c->count, es, &g);
-  double rounds = (double)((c->count + (unsigned long long)g.blocks * g.chunk_elems - 1) /
-                           ((unsigned long long)g.blocks * g.chunk_elems));
+  double rounds = snapccl_staged_rounds(c, c->count, es);
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
          snapccl_cost_link_us(slice * (n - 1)) + snapccl_cost_local_us(slice * (n + 1));
 }

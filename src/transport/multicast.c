@@ -1,11 +1,9 @@
-/* NVLink multicast: driver tables, gate, handle choice, setup and teardown. The design
- * and the reasons are in docs/NVLS.md; the safety rule is in multicast.h. */
+/* NVLink multicast: setup and teardown of the multicast object and its mappings, through
+ * the driver table (multicast_driver.c) once the gate (multicast_policy.c) is open. The
+ * design and the reasons are in docs/NVLS.md; the safety rule is in multicast.h. */
 #include "transport/multicast.h"
 
 #include <cuda_runtime.h>
-#include <dlfcn.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,249 +13,12 @@
 #include "comm.h"
 #include "env.h"
 #include "error.h"
-#include "kernels/launch.h"
 #include "kernels/multimem.h"
 #include "log.h"
 #include "oob.h"
 #include "transport/fd_passing.h"
+#include "transport/multicast_driver.h"
 #include "transport/transport_impl.h"
-
-/* ---------------------------------------------------------------- driver tables */
-
-static const struct snapccl_mc_driver* g_driver_override;
-static const struct snapccl_nvml* g_nvml_override;
-static pthread_mutex_t g_load_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct snapccl_mc_driver g_driver;
-static int g_driver_state; /* 0 not loaded yet, 1 loaded, -1 failed (g_driver_error says why) */
-static char g_driver_error[160];
-static struct snapccl_nvml g_nvml;
-static int g_nvml_state;
-
-void snapccl_mc_set_driver(const struct snapccl_mc_driver* table) {
-  pthread_mutex_lock(&g_load_lock);
-  g_driver_override = table;
-  pthread_mutex_unlock(&g_load_lock);
-}
-
-void snapccl_mc_set_nvml(const struct snapccl_nvml* table) {
-  pthread_mutex_lock(&g_load_lock);
-  g_nvml_override = table;
-  pthread_mutex_unlock(&g_load_lock);
-}
-
-static int default_init_replica(CUdeviceptr uc, size_t size, const struct snapccl_ws_layout* lay) {
-  cudaStream_t s;
-  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return -1;
-  }
-  char* p = (char*)(uintptr_t)uc;
-  int ok = cudaMemsetAsync(p, 0, size, s) == cudaSuccess &&
-           snapccl_launch_ws_init(p, lay, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
-  cudaStreamDestroy(s);
-  if (!ok) (void)cudaGetLastError();
-  return ok ? 0 : -1;
-}
-
-/* Entry points as of CUDA 12.1, where the multicast API appeared: each symbol comes in
- * the ABI of that version, whatever newer driver is installed. */
-#define SNAPCCL_MC_DRIVER_ABI 12010
-
-static int load_symbol(const char* name, void* slot) {
-  void* fn = NULL;
-  enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  cudaError_t e = cudaGetDriverEntryPointByVersion(name, &fn, SNAPCCL_MC_DRIVER_ABI, cudaEnableDefault, &q);
-  if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
-    (void)cudaGetLastError();
-    snprintf(g_driver_error, sizeof g_driver_error, "the driver has no %s (%s)", name,
-             e != cudaSuccess ? cudaGetErrorString(e) : "symbol not found");
-    return 0;
-  }
-  memcpy(slot, &fn, sizeof fn);
-  return 1;
-}
-
-static void load_driver_locked(void) {
-  struct snapccl_mc_driver* t = &g_driver;
-  memset(t, 0, sizeof *t);
-  int ok = load_symbol("cuGetErrorString", &t->get_error_string) &&
-           load_symbol("cuDeviceGet", &t->device_get) &&
-           load_symbol("cuDeviceGetAttribute", &t->device_get_attribute) &&
-           load_symbol("cuMulticastGetGranularity", &t->multicast_get_granularity) &&
-           load_symbol("cuMulticastCreate", &t->multicast_create) &&
-           load_symbol("cuMulticastAddDevice", &t->multicast_add_device) &&
-           load_symbol("cuMulticastBindMem", &t->multicast_bind_mem) &&
-           load_symbol("cuMulticastUnbind", &t->multicast_unbind) &&
-           load_symbol("cuMemGetAllocationGranularity", &t->mem_get_allocation_granularity) &&
-           load_symbol("cuMemCreate", &t->mem_create) && load_symbol("cuMemRelease", &t->mem_release) &&
-           load_symbol("cuMemExportToShareableHandle", &t->mem_export_to_shareable_handle) &&
-           load_symbol("cuMemImportFromShareableHandle", &t->mem_import_from_shareable_handle) &&
-           load_symbol("cuMemAddressReserve", &t->mem_address_reserve) &&
-           load_symbol("cuMemAddressFree", &t->mem_address_free) && load_symbol("cuMemMap", &t->mem_map) &&
-           load_symbol("cuMemUnmap", &t->mem_unmap) && load_symbol("cuMemSetAccess", &t->mem_set_access);
-  t->init_replica = default_init_replica;
-  g_driver_state = ok ? 1 : -1;
-}
-
-/* The table every multicast-path call goes through; NULL (reason in why) if the real
- * one cannot be loaded. Called only once the environment allows multicast. */
-static const struct snapccl_mc_driver* driver(char* why, size_t len) {
-  const struct snapccl_mc_driver* d = NULL;
-  pthread_mutex_lock(&g_load_lock);
-  if (g_driver_override) {
-    d = g_driver_override;
-  } else {
-    if (g_driver_state == 0) load_driver_locked();
-    if (g_driver_state > 0) d = &g_driver;
-    else snprintf(why, len, "%.150s", g_driver_error);
-  }
-  pthread_mutex_unlock(&g_load_lock);
-  return d;
-}
-
-static int load_nvml_symbol(void* lib, const char* name, void* slot) {
-  void* fn = dlsym(lib, name);
-  if (!fn) return 0;
-  memcpy(slot, &fn, sizeof fn);
-  return 1;
-}
-
-/* NVML, for the fabric query; only when the ranks span hosts. */
-static const struct snapccl_nvml* nvml(void) {
-  const struct snapccl_nvml* n = NULL;
-  pthread_mutex_lock(&g_load_lock);
-  if (g_nvml_override) {
-    n = g_nvml_override;
-  } else {
-    if (g_nvml_state == 0) {
-      void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-      int ok = lib && load_nvml_symbol(lib, "nvmlInit_v2", &g_nvml.init) &&
-               load_nvml_symbol(lib, "nvmlShutdown", &g_nvml.shutdown) &&
-               load_nvml_symbol(lib, "nvmlDeviceGetHandleByPciBusId_v2", &g_nvml.device_get_handle_by_pci_bus_id) &&
-               load_nvml_symbol(lib, "nvmlDeviceGetGpuFabricInfo", &g_nvml.device_get_gpu_fabric_info);
-      g_nvml_state = ok ? 1 : -1; /* the library stays loaded: its functions are in the table */
-    }
-    if (g_nvml_state > 0) n = &g_nvml;
-  }
-  pthread_mutex_unlock(&g_load_lock);
-  return n;
-}
-
-static void cu_fail(const struct snapccl_mc_driver* d, CUresult r, const char* what, char* why, size_t len) {
-  const char* s = NULL;
-  if (d->get_error_string && d->get_error_string(r, &s) != CUDA_SUCCESS) s = NULL;
-  snprintf(why, len, "%s failed: %s (%d)", what, s ? s : "unknown error", (int)r);
-}
-
-/* ---------------------------------------------------------------- the gate */
-
-int snapccl_mc_env_allows(int nvls_env, const char* nccl, char* reason, size_t len) {
-  if (nvls_env != 1) {
-    snprintf(reason, len, "SNAPCCL_NVLS is %d; NVLink multicast needs SNAPCCL_NVLS=1 set explicitly", nvls_env);
-    return 0;
-  }
-  if (nccl && *nccl) {
-    char* end = NULL;
-    errno = 0;
-    long v = strtol(nccl, &end, 10);
-    if (errno || end == nccl || *end) {
-      snprintf(reason, len, "NCCL_NVLS_ENABLE=%.40s is not a number; multicast stays off", nccl);
-      return 0;
-    }
-    if (v == 0) {
-      snprintf(reason, len, "NCCL_NVLS_ENABLE=%.40s turns NVLink multicast off", nccl);
-      return 0;
-    }
-  }
-  return 1;
-}
-
-void snapccl_mc_gate_decide(const struct snapccl_mc_gate_in* in, struct snapccl_mc_gate* out) {
-  out->open = 0;
-  out->reason[0] = 0;
-  if (!snapccl_mc_env_allows(in->nvls_env, in->nccl_nvls_enable, out->reason, sizeof out->reason)) return;
-  if (in->device_supported < 0) {
-    snprintf(out->reason, sizeof out->reason, "the GPU's multicast support is unknown (not asked)");
-    return;
-  }
-  if (in->device_supported == 0) {
-    snprintf(out->reason, sizeof out->reason,
-             "the GPU does not support NVLink multicast (CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED is 0)");
-    return;
-  }
-  if (!in->ranks_agree) {
-    snprintf(out->reason, sizeof out->reason, "not every rank of the communicator can use NVLink multicast");
-    return;
-  }
-  out->open = 1;
-}
-
-/* ---------------------------------------------------------------- handle choice */
-
-const char* snapccl_mc_handle_name(enum snapccl_mc_handle h) {
-  switch (h) {
-    case MC_HANDLE_PROCESS: return "same process";
-    case MC_HANDLE_POSIX_FD: return "POSIX file descriptor";
-    case MC_HANDLE_FABRIC: return "fabric";
-    default: return "none";
-  }
-}
-
-/* Every rank in one NVLink domain, registered with the fabric manager? */
-static int one_fabric_domain(const struct snapccl_mc_peer* p, int n, char* reason, size_t len) {
-  static const uint8_t zero[16];
-  for (int r = 0; r < n; r++) {
-    const struct snapccl_mc_peer* q = &p[r];
-    if (!q->fabric_supported) {
-      snprintf(reason, len, "rank %d's GPU cannot export fabric handles", r);
-      return 0;
-    }
-    if (!q->fabric_known) {
-      snprintf(reason, len, "rank %d could not read its GPU's fabric information (NVML)", r);
-      return 0;
-    }
-    if (q->fabric_state != SNAPCCL_NVML_FABRIC_STATE_COMPLETED || q->fabric_status != 0) {
-      snprintf(reason, len, "rank %d's GPU is not registered with the NVLink fabric (state %d, status %d)",
-               r, (int)q->fabric_state, (int)q->fabric_status);
-      return 0;
-    }
-    if (!memcmp(q->cluster_uuid, zero, sizeof zero)) {
-      snprintf(reason, len, "rank %d's GPU belongs to no NVLink cluster", r);
-      return 0;
-    }
-    if (memcmp(q->cluster_uuid, p[0].cluster_uuid, sizeof zero) != 0 || q->clique_id != p[0].clique_id) {
-      snprintf(reason, len, "rank %d is in another NVLink domain than rank 0 (cluster or clique differs)", r);
-      return 0;
-    }
-  }
-  return 1;
-}
-
-enum snapccl_mc_handle snapccl_mc_choose_handle(const struct snapccl_mc_peer* p, int n, char* reason,
-                                                size_t len) {
-  if (n < 1) {
-    snprintf(reason, len, "no ranks");
-    return MC_HANDLE_NONE;
-  }
-  int one_proc = 1, one_host = 1, posix = -1;
-  for (int r = 0; r < n; r++) {
-    one_proc &= p[r].proc_hash == p[0].proc_hash;
-    one_host &= p[r].host_hash == p[0].host_hash;
-    if (posix < 0 && !p[r].posix_fd_supported) posix = r;
-  }
-  if (one_proc) return MC_HANDLE_PROCESS;
-  char fabric_why[160];
-  int fabric = one_fabric_domain(p, n, fabric_why, sizeof fabric_why);
-  if (one_host) {
-    if (posix < 0) return MC_HANDLE_POSIX_FD;
-    if (fabric) return MC_HANDLE_FABRIC;
-    snprintf(reason, len, "rank %d's GPU cannot export POSIX file descriptors, and %s", posix, fabric_why);
-    return MC_HANDLE_NONE;
-  }
-  if (fabric) return MC_HANDLE_FABRIC;
-  snprintf(reason, len, "the ranks span hosts and %s", fabric_why);
-  return MC_HANDLE_NONE;
-}
 
 /* ---------------------------------------------------------------- setup */
 
@@ -359,7 +120,7 @@ static void local_facts(struct snapccl_comm* comm, const struct snapccl_mc_drive
   me->fabric_supported =
       d->device_get_attribute(&v, CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_FABRIC_SUPPORTED, s->dev) == CUDA_SUCCESS && v;
   if (!multi_host) return;
-  const struct snapccl_nvml* n = nvml();
+  const struct snapccl_nvml* n = snapccl_mc_nvml_table();
   if (!n || n->init() != 0) return;
   void* dev = NULL;
   struct snapccl_nvml_fabric_info fi;
@@ -387,7 +148,7 @@ static int local_granularity(const struct snapccl_comm* comm, const struct snapc
   size_t mg = 0, ug = 0;
   CUresult r = d->multicast_get_granularity(&mg, &mp, CU_MULTICAST_GRANULARITY_MINIMUM);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMulticastGetGranularity", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMulticastGetGranularity", why, len);
     return 0;
   }
   CUmemAllocationProp up;
@@ -397,7 +158,7 @@ static int local_granularity(const struct snapccl_comm* comm, const struct snapc
   up.location.id = comm->cuda_dev;
   r = d->mem_get_allocation_granularity(&ug, &up, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemGetAllocationGranularity", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemGetAllocationGranularity", why, len);
     return 0;
   }
   size_t g = mg > ug ? mg : ug;
@@ -432,7 +193,7 @@ static int create_and_offer(struct snapccl_comm* comm, const struct snapccl_mc_d
   mp.handleTypes = s->handle == MC_HANDLE_FABRIC ? CU_MEM_HANDLE_TYPE_FABRIC : CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
   CUresult r = d->multicast_create(&s->mc, &mp);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMulticastCreate", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMulticastCreate", why, len);
     return 0;
   }
   s->done |= D_MC;
@@ -451,7 +212,7 @@ static int create_and_offer(struct snapccl_comm* comm, const struct snapccl_mc_d
   if (s->handle == MC_HANDLE_FABRIC) {
     r = d->mem_export_to_shareable_handle(&o->fabric, s->mc, CU_MEM_HANDLE_TYPE_FABRIC, 0);
     if (r != CUDA_SUCCESS) {
-      cu_fail(d, r, "cuMemExportToShareableHandle(fabric)", why, len);
+      snapccl_mc_cu_fail(d, r, "cuMemExportToShareableHandle(fabric)", why, len);
       return 0;
     }
     return 1;
@@ -459,7 +220,7 @@ static int create_and_offer(struct snapccl_comm* comm, const struct snapccl_mc_d
   int fd = -1;
   r = d->mem_export_to_shareable_handle(&fd, s->mc, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemExportToShareableHandle(POSIX fd)", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemExportToShareableHandle(POSIX fd)", why, len);
     return 0;
   }
   *export_fd = fd;
@@ -520,7 +281,7 @@ static int take_offer(struct snapccl_comm* comm, const struct snapccl_mc_driver*
     close(fd);
   }
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemImportFromShareableHandle", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemImportFromShareableHandle", why, len);
     return 0;
   }
   s->done |= D_MC;
@@ -532,7 +293,7 @@ static int map_rw(const struct snapccl_mc_driver* d, struct snapccl_nvls* s, CUm
                   size_t len) {
   CUresult r = d->mem_address_reserve(va, s->size, s->align, 0, 0);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemAddressReserve", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemAddressReserve", why, len);
     return 0;
   }
   s->done |= reserved_bit;
@@ -540,7 +301,7 @@ static int map_rw(const struct snapccl_mc_driver* d, struct snapccl_nvls* s, CUm
   if (r != CUDA_SUCCESS) {
     char w[64];
     snprintf(w, sizeof w, "cuMemMap(%s)", what);
-    cu_fail(d, r, w, why, len);
+    snapccl_mc_cu_fail(d, r, w, why, len);
     return 0;
   }
   s->done |= mapped_bit;
@@ -551,7 +312,7 @@ static int map_rw(const struct snapccl_mc_driver* d, struct snapccl_nvls* s, CUm
   acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
   r = d->mem_set_access(*va, s->size, &acc, 1);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemSetAccess", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemSetAccess", why, len);
     return 0;
   }
   return 1;
@@ -567,13 +328,13 @@ static int bind_and_map(const struct snapccl_mc_driver* d, struct snapccl_nvls* 
   up.location.id = s->cuda_dev;
   CUresult r = d->mem_create(&s->phys, s->size, &up, 0);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMemCreate", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMemCreate", why, len);
     return 0;
   }
   s->done |= D_PHYS;
   r = d->multicast_bind_mem(s->mc, 0, s->phys, 0, s->size, 0);
   if (r != CUDA_SUCCESS) {
-    cu_fail(d, r, "cuMulticastBindMem", why, len);
+    snapccl_mc_cu_fail(d, r, "cuMulticastBindMem", why, len);
     return 0;
   }
   s->done |= D_BOUND;
@@ -648,7 +409,7 @@ static ncclResult_t build(struct snapccl_comm* comm, const struct snapccl_mc_dri
   if (ok && offered) {
     CUresult r = d->multicast_add_device(s->mc, s->dev);
     if (r != CUDA_SUCCESS) {
-      cu_fail(d, r, "cuMulticastAddDevice", why, sizeof why);
+      snapccl_mc_cu_fail(d, r, "cuMulticastAddDevice", why, sizeof why);
       ok = 0;
     } else {
       s->done |= D_ADDED;
@@ -693,13 +454,13 @@ ncclResult_t snapccl_nvls_setup_core(struct snapccl_comm* comm, const struct sna
   /* The environment first: unless it allows multicast, no driver is loaded or asked. */
   int ok = snapccl_mc_env_allows(env->nvls, nccl, why, sizeof why) &&
            applicable(comm, usable, why, sizeof why);
-  if (ok && !(d = driver(why, sizeof why))) ok = 0;
+  if (ok && !(d = snapccl_mc_driver_table(why, sizeof why))) ok = 0;
   if (ok) {
     CUresult r = d->device_get(&s->dev, comm->cuda_dev);
     int v = 0;
     if (r == CUDA_SUCCESS) r = d->device_get_attribute(&v, CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED, s->dev);
     if (r != CUDA_SUCCESS) {
-      cu_fail(d, r, "asking the GPU for multicast support", why, sizeof why);
+      snapccl_mc_cu_fail(d, r, "asking the GPU for multicast support", why, sizeof why);
       ok = 0;
     } else {
       in.device_supported = v != 0;
@@ -742,7 +503,7 @@ void snapccl_nvls_free(struct snapccl_comm* comm) {
   if (!s) return;
   if (s->done) {
     char why[8];
-    teardown(driver(why, sizeof why), s);
+    teardown(snapccl_mc_driver_table(why, sizeof why), s);
   }
   free(s);
   comm->nvls = NULL;

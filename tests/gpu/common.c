@@ -47,8 +47,7 @@ const char* t_coll_name(int coll) {
   return coll == T_AR ? "allreduce" : coll == T_AG ? "allgather" : "reducescatter";
 }
 
-static int fail(char* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char* err, const char* fmt, ...) {
+int t_fail(char* err, const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, T_ERRLEN, fmt, ap);
@@ -66,14 +65,14 @@ static void prefix(char* err, const char* pre) {
   do {                                                                                    \
     cudaError_t e_ = (call);                                                              \
     if (e_ != cudaSuccess)                                                                \
-      return fail(err, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,                 \
+      return t_fail(err, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,                 \
                   cudaGetErrorString(e_));                                                \
   } while (0)
 #define NC(call)                                                                          \
   do {                                                                                    \
     ncclResult_t r_ = (call);                                                             \
     if (r_ != ncclSuccess)                                                                \
-      return fail(err, "%s:%d: %s failed: %s (last error: %s)", __FILE__, __LINE__, #call, \
+      return t_fail(err, "%s:%d: %s failed: %s (last error: %s)", __FILE__, __LINE__, #call, \
                   ncclGetErrorString(r_), ncclGetLastError(NULL));                         \
   } while (0)
 
@@ -384,7 +383,7 @@ static int check_float(const struct t_case* c, int n, unsigned char* const* in, 
                                    : 2.0 * (n + 2) * ea * mag + ed * fabs(ref) + tiny;
     double g = t_get(c->dt, got, i);
     if (!(fabs(g - ref) <= tol))
-      return fail(err, "rank %d, element %zu of %zu: got %.10g (bits 0x%llx), expected %.10g "
+      return t_fail(err, "rank %d, element %zu of %zu: got %.10g (bits 0x%llx), expected %.10g "
                   "(tolerance %.3g)", rank, i, count, g,
                   (unsigned long long)raw_u(got + i * (size_t)d->size, d->size), ref, tol);
   }
@@ -446,7 +445,7 @@ static int world_finish(struct t_world* w, char* err) {
     NC(ncclCommCuDevice(w->comm[r], &dev));
     NC(ncclCommUserRank(w->comm[r], &rank));
     if (count != w->n || dev != w->dev[r] || rank != r)
-      return fail(err, "rank %d: ncclCommCount/CuDevice/UserRank say %d/%d/%d, expected %d/%d/%d",
+      return t_fail(err, "rank %d: ncclCommCount/CuDevice/UserRank say %d/%d/%d, expected %d/%d/%d",
                   r, count, dev, rank, w->n, w->dev[r], r);
   }
   return 0;
@@ -454,13 +453,13 @@ static int world_finish(struct t_world* w, char* err) {
 
 int t_world_init(struct t_world* w, int nranks, char* err) {
   memset(w, 0, sizeof *w);
-  if (nranks < 1 || nranks > T_MAXR) return fail(err, "bad world size %d", nranks);
+  if (nranks < 1 || nranks > T_MAXR) return t_fail(err, "bad world size %d", nranks);
   w->n = w->nlocal = nranks;
-  if ((w->ndev = t_gpu_count()) <= 0) return fail(err, "no GPU");
+  if ((w->ndev = t_gpu_count()) <= 0) return t_fail(err, "no GPU");
   for (int r = 0; r < nranks; r++) w->dev[r] = r % w->ndev;
   ncclResult_t res = ncclCommInitAll(w->comm, nranks, w->dev);
   if (res != ncclSuccess)
-    return fail(err, "ncclCommInitAll of %d ranks on %d GPU(s) failed: %s (%s)", nranks, w->ndev,
+    return t_fail(err, "ncclCommInitAll of %d ranks on %d GPU(s) failed: %s (%s)", nranks, w->ndev,
                 ncclGetErrorString(res), ncclGetLastError(NULL));
   return world_finish(w, err);
 }
@@ -468,12 +467,12 @@ int t_world_init(struct t_world* w, int nranks, char* err) {
 int t_world_init_rank(struct t_world* w, int nranks, int rank, const ncclUniqueId* id, char* err) {
   memset(w, 0, sizeof *w);
   w->n = nranks, w->first = rank, w->nlocal = 1;
-  if ((w->ndev = t_gpu_count()) <= 0) return fail(err, "no GPU");
+  if ((w->ndev = t_gpu_count()) <= 0) return t_fail(err, "no GPU");
   w->dev[rank] = rank % w->ndev;
   CU(cudaSetDevice(w->dev[rank]));
   ncclResult_t res = ncclCommInitRank(&w->comm[rank], nranks, *id, rank);
   if (res != ncclSuccess)
-    return fail(err, "ncclCommInitRank(rank %d of %d, GPU %d) failed: %s (%s)", rank, nranks,
+    return t_fail(err, "ncclCommInitRank(rank %d of %d, GPU %d) failed: %s (%s)", rank, nranks,
                 w->dev[rank], ncclGetErrorString(res), ncclGetLastError(NULL));
   return world_finish(w, err);
 }
@@ -484,14 +483,14 @@ int t_world_free(struct t_world* w, char* err) {
     if (w->comm[r]) {
       ncclResult_t res = ncclCommDestroy(w->comm[r]);
       if (res != ncclSuccess && !rc)
-        rc = fail(err, "ncclCommDestroy(rank %d) failed: %s (%s)", r, ncclGetErrorString(res),
+        rc = t_fail(err, "ncclCommDestroy(rank %d) failed: %s (%s)", r, ncclGetErrorString(res),
                   ncclGetLastError(NULL));
       w->comm[r] = NULL;
     }
     if (w->stream[r]) {
       cudaError_t e = cudaStreamDestroy(w->stream[r]);
       if (e != cudaSuccess && !rc)
-        rc = fail(err, "cudaStreamDestroy(rank %d) failed: %s", r, cudaGetErrorString(e));
+        rc = t_fail(err, "cudaStreamDestroy(rank %d) failed: %s", r, cudaGetErrorString(e));
       w->stream[r] = NULL;
     }
   }
@@ -506,14 +505,14 @@ int t_world_sync(struct t_world* w, double timeout_s, char* err) {
       cudaError_t e = cudaStreamQuery(w->stream[r]);
       if (e == cudaErrorNotReady) pending = r;
       else if (e != cudaSuccess)
-        return fail(err, "rank %d's stream failed: %s", r, cudaGetErrorString(e));
+        return t_fail(err, "rank %d's stream failed: %s", r, cudaGetErrorString(e));
     }
     if (pending < 0) break;
     double el = t_now() - t0;
     if (el > timeout_s) {
       ncclResult_t ae = ncclSuccess;
       ncclCommGetAsyncError(w->comm[pending], &ae);
-      return fail(err, "rank %d's stream still busy after %.1f s (async error: %s; last error: %s)",
+      return t_fail(err, "rank %d's stream still busy after %.1f s (async error: %s; last error: %s)",
                   pending, timeout_s, ncclGetErrorString(ae), ncclGetLastError(NULL));
     }
     if (el > 0.002) sleep_ns(100000);
@@ -522,7 +521,7 @@ int t_world_sync(struct t_world* w, double timeout_s, char* err) {
     ncclResult_t ae = ncclInternalError;
     NC(ncclCommGetAsyncError(w->comm[r], &ae));
     if (ae != ncclSuccess)
-      return fail(err, "rank %d reports an asynchronous error: %s (%s)", r, ncclGetErrorString(ae),
+      return t_fail(err, "rank %d reports an asynchronous error: %s (%s)", r, ncclGetErrorString(ae),
                   ncclGetLastError(NULL));
   }
   return 0;
@@ -628,7 +627,7 @@ int t_case_release_ops(struct t_world* w, struct t_host* h, char* err) {
     h->have_op[r] = 0;
     ncclResult_t res = ncclRedOpDestroy(h->op[r], w->comm[r]);
     if (res != ncclSuccess && !rc)
-      rc = fail(err, "ncclRedOpDestroy(rank %d) failed: %s (%s)", r, ncclGetErrorString(res),
+      rc = t_fail(err, "ncclRedOpDestroy(rank %d) failed: %s (%s)", r, ncclGetErrorString(res),
                 ncclGetLastError(NULL));
   }
   return rc;
@@ -639,19 +638,19 @@ static int prepare(struct t_world* w, const struct t_case* c, struct t_bufs* b, 
   const int n = w->n;
   const size_t es = esz(c), sb = t_case_send_bytes(c, n), rb = t_case_recv_bytes(c, n);
   if ((!c->in_place && sb > b->send_cap) || rb > b->recv_cap)
-    return fail(err, "the case needs %zu/%zu bytes; the buffers hold %zu/%zu", sb, rb,
+    return t_fail(err, "the case needs %zu/%zu bytes; the buffers hold %zu/%zu", sb, rb,
                 b->send_cap, b->recv_cap);
   for (int r = 0; r < n; r++)
     if (c->send_off[r] < 0 || c->send_off[r] > 15 || c->recv_off[r] < 0 || c->recv_off[r] > 15)
-      return fail(err, "offsets must be 0..15");
+      return t_fail(err, "offsets must be 0..15");
   h->in_elems = c->count * (c->coll == T_RS ? (size_t)n : 1);
   h->in_bytes = h->in_elems * es;
   h->out_bytes = c->count * es * (c->coll == T_AG ? (size_t)n : 1);
   h->stage_cap = (sb > rb ? sb : rb) + 2 * T_GUARD + 16;
   if (!(h->stage = malloc(2 * h->stage_cap)) || !(h->first_out = malloc(h->out_bytes + 1)))
-    return fail(err, "out of host memory");
+    return t_fail(err, "out of host memory");
   for (int r = 0; r < n; r++) {
-    if (!(h->in[r] = malloc(h->in_bytes + 1))) return fail(err, "out of host memory");
+    if (!(h->in[r] = malloc(h->in_bytes + 1))) return t_fail(err, "out of host memory");
     gen_input(c, r, h->in[r], h->in_elems);
   }
   for (int r = 0; r < n; r++) {
@@ -660,7 +659,7 @@ static int prepare(struct t_world* w, const struct t_case* c, struct t_bufs* b, 
   }
   if (exact(c)) {
     size_t total = c->coll == T_AR ? h->out_bytes : (size_t)n * c->count * es;
-    if (!(h->expect = malloc(total + 1))) return fail(err, "out of host memory");
+    if (!(h->expect = malloc(total + 1))) return t_fail(err, "out of host memory");
     if (c->coll == T_AG) {
       for (int r = 0; r < n; r++) memcpy(h->expect + (size_t)r * h->in_bytes, h->in[r], h->in_bytes);
     } else {
@@ -693,7 +692,7 @@ int t_case_prepare(struct t_world* w, const struct t_case* c, struct t_bufs* b,
                    struct t_host** out, char* err) {
   struct t_host* h = calloc(1, sizeof *h);
   *out = NULL;
-  if (!h) return fail(err, "out of host memory");
+  if (!h) return t_fail(err, "out of host memory");
   h->n = w->n;
   if (prepare(w, c, b, h, err) != 0) {
     t_host_free(w, h);
@@ -730,10 +729,10 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
     ncclResult_t q = snapcclQueryAlgorithm(w->comm[r], t_coll_name(c->coll), c->count, c->dt,
                                            h->have_op[r] ? h->op[r] : ncclSum, &name);
     if (accept && (q != ncclSuccess || (c->algo && strcmp(name, c->algo) != 0)))
-      return fail(err, "snapcclQueryAlgorithm says %s (%s), expected %s", ncclGetErrorString(q),
+      return t_fail(err, "snapcclQueryAlgorithm says %s (%s), expected %s", ncclGetErrorString(q),
                   q == ncclSuccess ? name : ncclGetLastError(NULL), c->algo ? c->algo : "success");
     if (!accept && q != ncclInvalidUsage)
-      return fail(err, "snapcclQueryAlgorithm returns %s (%s) for a call %s must decline",
+      return t_fail(err, "snapcclQueryAlgorithm returns %s (%s) for a call %s must decline",
                   ncclGetErrorString(q), q == ncclSuccess ? name : "", c->algo);
   }
   ncclResult_t first = ncclSuccess, res;
@@ -746,15 +745,15 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
   if (t_case_release_ops(w, h, err) != 0) return -1;
   if (accept) {
     if (first != ncclSuccess)
-      return fail(err, "the call failed: %s (%s)", ncclGetErrorString(first), last);
+      return t_fail(err, "the call failed: %s (%s)", ncclGetErrorString(first), last);
     *issued = c->count > 0;
     return 0;
   }
   if (first != ncclInvalidUsage)
-    return fail(err, "%s must decline this call with ncclInvalidUsage, but it returned %s",
+    return t_fail(err, "%s must decline this call with ncclInvalidUsage, but it returned %s",
                 c->algo, ncclGetErrorString(first));
   if (!strstr(last, "SNAPCCL_ALGO"))
-    return fail(err, "the declined call's last error does not name SNAPCCL_ALGO: \"%s\"", last);
+    return t_fail(err, "the declined call's last error does not name SNAPCCL_ALGO: \"%s\"", last);
   return 0;
 }
 
@@ -773,29 +772,29 @@ static int verify_rank(struct t_world* w, const struct t_case* c, struct t_bufs*
     span = send_image(c, h, r, img);
     CU(cudaMemcpy(got, b->send[r], span, cudaMemcpyDeviceToHost));
     if ((d = first_diff(got, img, span)) < span)
-      return fail(err, "rank %d: the send buffer changed at byte %td from its start (0x%02x, was 0x%02x)",
+      return t_fail(err, "rank %d: the send buffer changed at byte %td from its start (0x%02x, was 0x%02x)",
                   r, (ptrdiff_t)d - (ptrdiff_t)(T_GUARD + c->send_off[r]), got[d], img[d]);
   }
   span = recv_image(c, h, r, img);
   CU(cudaMemcpy(got, b->recv[r], span, cudaMemcpyDeviceToHost));
   if (!issued) {
     if ((d = first_diff(got, img, span)) < span)
-      return fail(err, "rank %d: %s, yet the receive region changed at byte %td from its start",
+      return t_fail(err, "rank %d: %s, yet the receive region changed at byte %td from its start",
                   r, c->count ? "the call was declined" : "count is 0", (ptrdiff_t)d - (ptrdiff_t)off);
     return 0;
   }
   const size_t rb = t_case_recv_bytes(c, h->n);
   if ((d = first_diff(got, img, off)) < off)
-    return fail(err, "rank %d: the guard before the receive buffer changed at byte %td", r,
+    return t_fail(err, "rank %d: the guard before the receive buffer changed at byte %td", r,
                 (ptrdiff_t)d - (ptrdiff_t)off);
   if ((d = first_diff(got + off + rb, img + off + rb, T_GUARD)) < T_GUARD)
-    return fail(err, "rank %d: the guard after the receive buffer changed at byte %zu past its end", r, d);
+    return t_fail(err, "rank %d: the guard after the receive buffer changed at byte %zu past its end", r, d);
   const unsigned char* res = got + off + (c->in_place && c->coll == T_RS ? (size_t)r * h->out_bytes : 0);
   if (exact(c)) {
     const unsigned char* e = h->expect + (c->coll == T_RS ? (size_t)r * h->out_bytes : 0);
     if ((d = first_diff(res, e, h->out_bytes)) < h->out_bytes) {
       size_t k = d / es;
-      return fail(err, "rank %d, element %zu of %zu%s: got 0x%llx, expected 0x%llx", r, k,
+      return t_fail(err, "rank %d, element %zu of %zu%s: got 0x%llx, expected 0x%llx", r, k,
                   h->out_bytes / es, c->coll == T_AG ? " (all-gather result)" : "",
                   (unsigned long long)raw_u(res + k * es, (int)es),
                   (unsigned long long)raw_u(e + k * es, (int)es));
@@ -806,7 +805,7 @@ static int verify_rank(struct t_world* w, const struct t_case* c, struct t_bufs*
       return -1;
     if (c->coll == T_AR) memcpy(h->first_out, res, h->out_bytes);
   } else if ((d = first_diff(res, h->first_out, h->out_bytes)) < h->out_bytes) {
-    return fail(err, "rank %d's result differs bitwise from rank %d's at element %zu", r,
+    return t_fail(err, "rank %d's result differs bitwise from rank %d's at element %zu", r,
                 w->first, d / es);
   }
   if (c->coll != T_RS && w->nlocal < w->n) w->hash = fnv(w->hash, res, h->out_bytes);

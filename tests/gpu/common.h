@@ -14,6 +14,8 @@
 
 #define T_MAXR 16      /* ranks of one world (snapccl's kernels serve up to 16) */
 #define T_ERRLEN 2048  /* size of every error buffer */
+/* Formats a failure into err (T_ERRLEN bytes); returns -1, the helpers' failure code. */
+int t_fail(char* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 #define T_GUARD 64     /* bytes checked on each side of every buffer region */
 
 /* Skip the current Criterion test unless this process sees a GPU. */

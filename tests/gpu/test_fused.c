@@ -19,7 +19,6 @@
  * few seconds for each 1000-token case at world size 8. */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,18 +75,10 @@ static const char* fcase_str(const struct fcase* c, int n, char* buf, size_t len
   return buf;
 }
 
-static int fail(char* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char* err, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, T_ERRLEN, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 #define CU(x)                                                                          \
   do {                                                                                 \
     cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) return fail(err, "%s: %s", #x, cudaGetErrorString(e_));     \
+    if (e_ != cudaSuccess) return t_fail(err, "%s: %s", #x, cudaGetErrorString(e_));     \
   } while (0)
 
 /* ---- guarded device regions ---- */
@@ -114,17 +105,17 @@ static int region_alloc(struct region* g, size_t bytes, int offset, int fill, ch
 static int region_guards(const struct region* g, const char* what, int rank, char* err) {
   size_t total = g->bytes + 2 * GUARD + 16;
   unsigned char* h = malloc(total);
-  if (!h) return fail(err, "out of memory");
+  if (!h) return t_fail(err, "out of memory");
   cudaError_t e = cudaMemcpy(h, g->base, total, cudaMemcpyDeviceToHost);
   if (e != cudaSuccess) {
     free(h);
-    return fail(err, "cudaMemcpy: %s", cudaGetErrorString(e));
+    return t_fail(err, "cudaMemcpy: %s", cudaGetErrorString(e));
   }
   size_t lo = (size_t)(g->ptr - g->base), hi = lo + g->bytes;
   for (size_t i = 0; i < total; i++)
     if ((i < lo || i >= hi) && h[i] != GUARD_BYTE) {
       free(h);
-      return fail(err, "rank %d: %s: guard byte %zd from the payload was overwritten", rank, what,
+      return t_fail(err, "rank %d: %s: guard byte %zd from the payload was overwritten", rank, what,
                   i < lo ? (ssize_t)i - (ssize_t)lo : (ssize_t)(i - hi));
     }
   free(h);
@@ -207,11 +198,11 @@ static int state_init(struct t_world* w, const struct fcase* c, struct state* st
   st->gamma = malloc(c->hidden * sizeof(double));
   st->gamma_raw = malloc(c->hidden * st->es);
   if (!st->in || !st->in_raw || !st->res || !st->res_raw || !st->gamma || !st->gamma_raw)
-    return fail(err, "out of memory");
+    return t_fail(err, "out of memory");
   for (int r = 0; r < st->n; r++) {
     st->in[r] = malloc(st->elems * sizeof(double));
     st->in_raw[r] = malloc(st->elems * st->es);
-    if (!st->in[r] || !st->in_raw[r]) return fail(err, "out of memory");
+    if (!st->in[r] || !st->in_raw[r]) return t_fail(err, "out of memory");
   }
   const size_t bytes = st->elems * st->es;
   for (int r = 0; r < st->n; r++) {
@@ -277,7 +268,7 @@ static ncclResult_t call(struct t_world* w, const struct fcase* c, struct state*
 
 static int download(const struct region* g, void** out, char* err) {
   *out = malloc(g->bytes ? g->bytes : 1);
-  if (!*out) return fail(err, "out of memory");
+  if (!*out) return t_fail(err, "out of memory");
   CU(cudaMemcpy(*out, g->ptr, g->bytes, cudaMemcpyDeviceToHost));
   return 0;
 }
@@ -310,21 +301,21 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
   if ((c->in_place && !fp8 ? 0 : memcmp(in, st->in_raw[r], bytes)) ||
       memcmp(gam, st->gamma_raw, H * st->es) ||
       ((c->in_place && has_rout) ? 0 : memcmp(res, st->res_raw, bytes))) {
-    fail(err, "rank %d: an input buffer changed", r);
+    t_fail(err, "rank %d: an input buffer changed", r);
     goto out;
   }
   /* Poison left untouched where nothing is written. */
   if (!has_rout && b->rout.base) {
     for (size_t i = 0; i < bytes; i++)
       if (((unsigned char*)rout)[i] != POISON) {
-        fail(err, "rank %d: residual_out written though skipped (byte %zu)", r, i);
+        t_fail(err, "rank %d: residual_out written though skipped (byte %zu)", r, i);
         goto out;
       }
   }
   if (c->variant != V_FP8D)
     for (size_t i = 0; i < c->tokens * sizeof(float); i++)
       if (((unsigned char*)sout)[i] != POISON) {
-        fail(err, "rank %d: scaleOut written without dynamic fp8 (byte %zu)", r, i);
+        t_fail(err, "rank %d: scaleOut written without dynamic fp8 (byte %zu)", r, i);
         goto out;
       }
   double* sum_ref = malloc(H * sizeof(double));
@@ -333,7 +324,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
   double* v = malloc(H * sizeof(double));
   if (!sum_ref || !res_dev || !slack || !v) {
     free(sum_ref), free(res_dev), free(slack), free(v);
-    fail(err, "out of memory");
+    t_fail(err, "out of memory");
     goto out;
   }
   rc = 0;
@@ -348,7 +339,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
       if (has_sum) {
         s_dev = t_get(c->dt, sum, o + i);
         if (!(fref_abs(s_dev - sum_ref[i]) <= sum_tol))
-          rc = fail(err, "rank %d: sum[%zu][%zu] = %.9g, reference %.9g", r, t, i, s_dev, sum_ref[i]);
+          rc = t_fail(err, "rank %d: sum[%zu][%zu] = %.9g, reference %.9g", r, t, i, s_dev, sum_ref[i]);
       }
       const double rin = c->no_residual ? 0.0 : st->res[o + i];
       /* Conditioned on the device's sum when we have it; else the sum's slack too. */
@@ -359,7 +350,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
         res_dev[i] = t_get(c->dt, rout, o + i);
         slack[i] = 0; /* the norm is checked against the device's own residual */
         if (rc == 0 && !(fref_abs(res_dev[i] - res_ref) <= res_tol))
-          rc = fail(err, "rank %d: residual_out[%zu][%zu] = %.9g, reference %.9g", r, t, i, res_dev[i],
+          rc = t_fail(err, "rank %d: residual_out[%zu][%zu] = %.9g, reference %.9g", r, t, i, res_dev[i],
                     res_ref);
       } else {
         res_dev[i] = res_ref;
@@ -386,7 +377,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
         const double tol = fref_tol_norm(fmt) * fref_ulp(fmt, want) +
                            (slack[i] > 0 ? slack[i] + fref_ulp(fmt, fref_abs(want) + slack[i]) : 0);
         if (!(fref_abs(got - want) <= tol))
-          rc = fail(err, "rank %d: norm_out[%zu][%zu] = %.9g, reference %.9g (%.9g before rounding)",
+          rc = t_fail(err, "rank %d: norm_out[%zu][%zu] = %.9g, reference %.9g (%.9g before rounding)",
                     r, t, i, got, want, v[i]);
       }
       continue;
@@ -397,7 +388,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
       memcpy(&sf, (char*)sout + t * sizeof(float), sizeof sf);
       const double want = fref_dynamic_scale(v, H);
       if (!(fref_abs((double)sf - want) <= FREF_SCALE_RTOL * want + vslack_max / FREF_E4M3_MAX)) {
-        rc = fail(err, "rank %d: scaleOut[%zu] = %.9g, reference %.9g", r, t, (double)sf, want);
+        rc = t_fail(err, "rank %d: scaleOut[%zu] = %.9g, reference %.9g", r, t, (double)sf, want);
         break;
       }
       scale = sf; /* the quantised values are checked against the device's own scale */
@@ -408,7 +399,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
       const double tol = fref_tol_fp8() * fref_ulp(FREF_E4M3, want) +
                          (sl > 0 ? sl + fref_ulp(FREF_E4M3, fref_abs(want) + sl) : 0);
       if (!(fref_abs(got - want) <= tol))
-        rc = fail(err, "rank %d: fp8 norm_out[%zu][%zu] = %.9g, reference %.9g (%.9g / %.9g)", r, t,
+        rc = t_fail(err, "rank %d: fp8 norm_out[%zu][%zu] = %.9g, reference %.9g (%.9g / %.9g)", r, t,
                   i, got, want, v[i], scale);
     }
   }
@@ -421,7 +412,7 @@ static int verify_rank(struct t_world* w, const struct fcase* c, struct state* s
                             c->variant == V_FP8D ? c->tokens * sizeof(float) : 0};
     for (int k = 0; k < 4; k++)
       if (sizes[k] && memcmp(first[k], mine[k], sizes[k])) {
-        rc = fail(err, "rank %d's %s differs from rank 0's", r, names[k]);
+        rc = t_fail(err, "rank %d's %s differs from rank 0's", r, names[k]);
         goto out;
       }
   }
@@ -444,7 +435,7 @@ out:
 static int verify(struct t_world* w, const struct fcase* c, struct state* st, char* err) {
   if (!st->sum_exact) st->sum_exact = malloc(st->elems * sizeof(double));
   if (!st->sum_mag) st->sum_mag = malloc(st->elems * sizeof(double));
-  if (!st->sum_exact || !st->sum_mag) return fail(err, "out of memory");
+  if (!st->sum_exact || !st->sum_mag) return t_fail(err, "out of memory");
   for (size_t i = 0; i < st->elems; i++) {
     double s = 0, a = 0;
     for (int q = 0; q < st->n; q++) s += st->in[q][i], a += fref_abs(st->in[q][i]);
@@ -478,9 +469,9 @@ static int expected_to_run(struct t_world* w, const struct fcase* c, struct stat
   snapcclFusedOptions o = options(c, &st->b[0]);
   ncclResult_t q = snapcclQueryFusedAlgorithm(w->comm[0], c->tokens, c->hidden, c->dt, &o, &name);
   if (q == ncclSuccess && c->algo && strcmp(name, c->algo))
-    return fail(err, "query names %s though SNAPCCL_ALGO forces %s", name, c->algo), -1;
+    return t_fail(err, "query names %s though SNAPCCL_ALGO forces %s", name, c->algo), -1;
   if (q != ncclSuccess && q != ncclInvalidUsage)
-    return fail(err, "snapcclQueryFusedAlgorithm: %s (%s)", ncclGetErrorString(q), ncclGetLastError(NULL)), -1;
+    return t_fail(err, "snapcclQueryFusedAlgorithm: %s (%s)", ncclGetErrorString(q), ncclGetLastError(NULL)), -1;
   return q == ncclSuccess;
 }
 
@@ -497,7 +488,7 @@ static int run_case(struct t_world* w, const struct fcase* c, char* err) {
     for (int r = 0; r < w->n; r++) {
       ncclResult_t res = call(w, c, &st, r);
       if (res != ncclInvalidUsage || !strstr(ncclGetLastError(NULL), "SNAPCCL_ALGO")) {
-        fail(inner, "rank %d: expected ncclInvalidUsage naming SNAPCCL_ALGO, got %s (%s)", r,
+        t_fail(inner, "rank %d: expected ncclInvalidUsage naming SNAPCCL_ALGO, got %s (%s)", r,
              ncclGetErrorString(res), ncclGetLastError(NULL));
         goto done;
       }
@@ -510,7 +501,7 @@ static int run_case(struct t_world* w, const struct fcase* c, char* err) {
       CU(cudaSetDevice(w->dev[r]));
       ncclResult_t res = call(w, c, &st, r);
       if (res != ncclSuccess) {
-        fail(inner, "rank %d: %s (%s)", r, ncclGetErrorString(res), ncclGetLastError(NULL));
+        t_fail(inner, "rank %d: %s (%s)", r, ncclGetErrorString(res), ncclGetLastError(NULL));
         goto done;
       }
     }
@@ -527,14 +518,14 @@ static int run_case(struct t_world* w, const struct fcase* c, char* err) {
     cudaError_t e = cudaStreamEndCapture(w->stream[r], &g);
     if (res != ncclSuccess || e != cudaSuccess) {
       if (g) cudaGraphDestroy(g);
-      fail(inner, "rank %d: capture: %s (%s), %s", r, ncclGetErrorString(res), ncclGetLastError(NULL),
+      t_fail(inner, "rank %d: capture: %s (%s), %s", r, ncclGetErrorString(res), ncclGetLastError(NULL),
            cudaGetErrorString(e));
       goto done;
     }
     e = cudaGraphInstantiate(&st.exec[r], g, 0);
     cudaGraphDestroy(g);
     if (e != cudaSuccess) {
-      fail(inner, "rank %d: cudaGraphInstantiate: %s", r, cudaGetErrorString(e));
+      t_fail(inner, "rank %d: cudaGraphInstantiate: %s", r, cudaGetErrorString(e));
       goto done;
     }
   }
@@ -548,7 +539,7 @@ static int run_case(struct t_world* w, const struct fcase* c, char* err) {
   }
   rc = 0;
 done:
-  if (rc) fail(err, "%s: %s", fcase_str(c, w->n, what, sizeof what), inner);
+  if (rc) t_fail(err, "%s: %s", fcase_str(c, w->n, what, sizeof what), inner);
   state_free(w, &st);
   set_fused_algo(NULL);
   return rc;
@@ -645,7 +636,7 @@ static int compare_algos(struct t_world* w, ncclDataType_t dt, int variant, size
     int runs = expected_to_run(w, &c, &st, err);
     if (runs > 0) {
       for (int r = 0; r < w->n && rc == 0; r++)
-        if (call(w, &c, &st, r) != ncclSuccess) rc = fail(err, "%s: %s", names[a], ncclGetLastError(NULL));
+        if (call(w, &c, &st, r) != ncclSuccess) rc = t_fail(err, "%s: %s", names[a], ncclGetLastError(NULL));
       if (rc == 0) rc = t_world_sync(w, t_wait_bound_s(), err);
       if (rc == 0) {
         nbytes[0] = st.norm_bytes;
@@ -670,7 +661,7 @@ static int compare_algos(struct t_world* w, ncclDataType_t dt, int variant, size
         if (memcmp(x + i * es, y + i * es, es)) {
           double p = es == 1 ? t_e4m3_dec(x[i]) : t_get(dt, x, i), q = es == 1 ? t_e4m3_dec(y[i]) : t_get(dt, y, i);
           if (!(p == 0 && q == 0))
-            rc = fail(err, "%s and %s differ at %s element %zu: %.9g vs %.9g", names[0], names[a],
+            rc = t_fail(err, "%s and %s differ at %s element %zu: %.9g vs %.9g", names[0], names[a],
                       k ? "residual_out" : "norm_out", i, p, q);
         }
     }

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,14 +37,6 @@ struct mp {
   int reaped[T_MAXR];
 };
 
-static int fail(char* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char* err, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, T_ERRLEN, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 static int io_full(int fd, void* buf, size_t len, int writing) {
   char* p = buf;
@@ -72,14 +63,14 @@ static int mp_spawn(struct mp* m, int n, rank_fn fn, const void* arg, int limit_
   m->n = n;
   signal(SIGPIPE, SIG_IGN); /* a rank that died must not take us with it */
   for (int r = 0; r < n; r++)
-    if (pipe(idp[r]) != 0 || pipe(rep[r]) != 0) return fail(err, "pipe: %s", strerror(errno));
+    if (pipe(idp[r]) != 0 || pipe(rep[r]) != 0) return t_fail(err, "pipe: %s", strerror(errno));
   fflush(stdout);
   fflush(stderr);
   for (int r = 0; r < n; r++) {
     pid_t p = fork();
     if (p < 0) {
       mp_kill_all(m);
-      return fail(err, "fork: %s", strerror(errno));
+      return t_fail(err, "fork: %s", strerror(errno));
     }
     if (p == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -102,10 +93,10 @@ static int mp_spawn(struct mp* m, int n, rank_fn fn, const void* arg, int limit_
   ncclResult_t res = ncclGetUniqueId(&id);
   int rc = 0;
   if (res != ncclSuccess)
-    rc = fail(err, "ncclGetUniqueId: %s (%s)", ncclGetErrorString(res), ncclGetLastError(NULL));
+    rc = t_fail(err, "ncclGetUniqueId: %s (%s)", ncclGetErrorString(res), ncclGetLastError(NULL));
   for (int r = 0; r < n; r++) {
     if (!rc && io_full(idp[r][1], &id, sizeof id, 1) != 0)
-      rc = fail(err, "handing the id to rank %d: %s", r, strerror(errno));
+      rc = t_fail(err, "handing the id to rank %d: %s", r, strerror(errno));
     close(idp[r][1]);
   }
   if (rc) mp_kill_all(m);
@@ -118,13 +109,13 @@ static int mp_read(struct mp* m, int r, void* buf, size_t len, double timeout_s,
   while (len) {
     struct pollfd pfd = {m->report[r], POLLIN, 0};
     int left = (int)((end - t_now()) * 1000);
-    if (left <= 0) return fail(err, "rank %d reported nothing within %.0f s", r, timeout_s);
+    if (left <= 0) return t_fail(err, "rank %d reported nothing within %.0f s", r, timeout_s);
     int k = poll(&pfd, 1, left);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) continue;
     ssize_t got = read(m->report[r], p, len);
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return fail(err, "rank %d closed its report pipe (it exited early)", r);
+    if (got <= 0) return t_fail(err, "rank %d closed its report pipe (it exited early)", r);
     p += got, len -= (size_t)got;
   }
   return 0;
@@ -145,7 +136,7 @@ static int mp_wait(struct mp* m, double timeout_s, char* err) {
       int r = 0;
       while (m->reaped[r]) r++;
       mp_kill_all(m);
-      return fail(err, "rank %d (and %d rank(s) in all) still ran after %.0f s; killed", r, left, timeout_s);
+      return t_fail(err, "rank %d (and %d rank(s) in all) still ran after %.0f s; killed", r, left, timeout_s);
     }
     t_sleep_ms(5);
   }
@@ -158,12 +149,12 @@ static int mp_check(const struct mp* m, int* skipped, char* err) {
     int st = m->status[r];
     if (WIFEXITED(st) && WEXITSTATUS(st) == EXIT_SKIP) skips++;
     else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-      return fail(err, "rank %d %s %d (see its messages on stderr)", r,
+      return t_fail(err, "rank %d %s %d (see its messages on stderr)", r,
                   WIFEXITED(st) ? "exited with" : "was killed by signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
   }
   *skipped = skips == m->n;
-  if (skips && !*skipped) return fail(err, "%d of %d ranks saw no GPU", skips, m->n);
+  if (skips && !*skipped) return t_fail(err, "%d of %d ranks saw no GPU", skips, m->n);
   return 0;
 }
 

@@ -188,6 +188,8 @@ phase_features() {
   step nvls_sass 120 -- bash tests/gpu/check_multimem_sass.sh build/src/libsnapccl.so
   step lowprec_verify 300 $E -- $P/lowprec_accuracy --verify
   step lowprec_perf 300 $E -- $P/lowprec_accuracy --perf -b 1M -e 256M -f 4
+  for g in 256 32 96 1024; do step "lowprec_kernels_G$g" 120 -- $P/lowprec_kernels -G $g; done
+  step lowprec_kernels_B64 120 -- $P/lowprec_kernels -B 64
   step fused_bench_g2 300 $E -- $P/fused_rmsnorm_bench -g 2
   step fused_preload 120 -- tests/gpu/run_fused_preload.sh build/tests/gpu/gpu_fused_preload \
     "$SNAPLIB/libsnapccl.so" "$REAL_DIR"

@@ -132,19 +132,38 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     const ull g = gs + c.tm.idx;
     const int v = c.valid(c.me, og, g, ng);
     const ull e0 = (ull)c.me * c.sl + (og + g) * c.G;
+    // Every load in flight early: my own input and the first peer's codes; then mine
+    // are encoded (they need no one else), and each next peer's codes load while the
+    // current rank's are decoded (the sum must still go in rank order).
+    auto next_peer = [&](int r) { return r + 1 == c.me ? r + 2 : r + 1; };
+    auto fetch = [&](int r, Codes<DT, FMT>& cd) -> uint32_t {
+      if (!v || r >= c.N) return 0;
+      const char* ck = c.rs_chunk(c.me, slot, r);
+      get_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
+      return __ldcg(reinterpret_cast<const unsigned*>(ck) + g);
+    };
+    Codes<DT, FMT> mine, nxt = {};
+    uint32_t wm, wn;
+    int rn = next_peer(-1);
+    {
+      Part<DT> x;
+      load_part<DT>(x, c.send, e0, v, c.G, c.in_acc, c.tm);
+      wn = fetch(rn, nxt);
+      wm = part_scale<DT, FMT>(x, c.tm);
+      encode_part<DT, FMT>(x, wm, mine);
+    }
     Acc<DT> acc;
     for (int r = 0; r < c.N; r++) {
-      Codes<DT, FMT> cd = {};
-      uint32_t w = 0;
+      Codes<DT, FMT> cd;
+      uint32_t w;
       if (r == c.me) {
-        Part<DT> x;
-        load_part<DT>(x, c.send, e0, v, c.G, c.in_acc, c.tm);
-        w = part_scale<DT, FMT>(x, c.tm);
-        encode_part<DT, FMT>(x, w, cd);
-      } else if (v) {
-        const char* ck = c.rs_chunk(c.me, slot, r);
-        get_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
-        w = __ldcg(reinterpret_cast<const unsigned*>(ck) + g);
+        cd = mine;
+        w = wm;
+      } else { // r == rn
+        cd = nxt;
+        w = wn;
+        rn = next_peer(rn);
+        wn = fetch(rn, nxt);
       }
       decode_add<DT, FMT>(cd, w, acc, r == 0);
     }

@@ -190,6 +190,12 @@ phase_features() {
   step lowprec_perf 300 $E -- $P/lowprec_accuracy --perf -b 1M -e 256M -f 4
   for g in 256 32 96 1024; do step "lowprec_kernels_G$g" 120 -- $P/lowprec_kernels -G $g; done
   step lowprec_kernels_B64 120 -- $P/lowprec_kernels -B 64
+  # The low-precision kernels under memcheck: misaligned buffers, odd groups (idle lanes,
+  # teams of 3, 15 and 31 lanes) and partial groups, and the isolated kernels.
+  local san="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer) --error-exitcode 1 --tool memcheck"
+  step lowprec_memcheck 400 SNAPCCL_SHARED_GPU=1 SNAPCCL_TIMEOUT_MS=60000 -- $san \
+    build/tests/gpu/gpu_test_lowprec --jobs 1 --verbose --filter 'lowprec/offsets_and_odd_groups'
+  step lowprec_kernels_memcheck 200 -- $san $P/lowprec_kernels -e 4M -i 1 -G 96
   step fused_bench_g2 300 $E -- $P/fused_rmsnorm_bench -g 2
   step fused_preload 120 -- tests/gpu/run_fused_preload.sh build/tests/gpu/gpu_fused_preload \
     "$SNAPLIB/libsnapccl.so" "$REAL_DIR"

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda_tool.h"
 #include "kernels/lowprec_math.cuh"
 #include "nccl.h"
 #include "snapccl.h"
@@ -182,14 +183,6 @@ int accuracy(size_t count, uint64_t seed, bool markdown) {
 
 // ---------------------------------------------------------------- the library (GPU)
 
-#define CUDA_OK(call)                                                                  \
-  do {                                                                                 \
-    cudaError_t e_ = (call);                                                           \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(2);                                                                         \
-    }                                                                                  \
-  } while (0)
 #define NCCL_OK(call)                                                                  \
   do {                                                                                 \
     ncclResult_t r_ = (call);                                                          \
@@ -356,15 +349,6 @@ int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int ite
   return 0;
 }
 
-size_t parse_size(const char* s) {
-  char* end = NULL;
-  double v = strtod(s, &end);
-  if (end && (*end == 'K' || *end == 'k')) v *= 1024;
-  else if (end && (*end == 'M' || *end == 'm')) v *= 1024 * 1024;
-  else if (end && (*end == 'G' || *end == 'g')) v *= 1024.0 * 1024 * 1024;
-  return (size_t)v;
-}
-
 void usage() {
   printf("usage: lowprec_accuracy [-n COUNT] [--seed S] [--markdown]    accuracy (CPU simulation)\n"
          "       lowprec_accuracy --verify [-n COUNT]                     library == simulation (GPU)\n"
@@ -383,11 +367,11 @@ int main(int argc, char** argv) {
     if (!strcmp(a, "--verify")) mode = 1;
     else if (!strcmp(a, "--perf")) mode = 2;
     else if (!strcmp(a, "--markdown")) markdown = 1;
-    else if (!strcmp(a, "-n") && v) count = parse_size(v), i++;
+    else if (!strcmp(a, "-n") && v) count = tool_parse_size(v), i++;
     else if (!strcmp(a, "--seed") && v) seed = strtoull(v, NULL, 0), i++;
-    else if (!strcmp(a, "-b") && v) minb = parse_size(v), i++;
-    else if (!strcmp(a, "-e") && v) maxb = parse_size(v), i++;
-    else if (!strcmp(a, "-f") && v) factor = parse_size(v), i++;
+    else if (!strcmp(a, "-b") && v) minb = tool_parse_size(v), i++;
+    else if (!strcmp(a, "-e") && v) maxb = tool_parse_size(v), i++;
+    else if (!strcmp(a, "-f") && v) factor = tool_parse_size(v), i++;
     else if (!strcmp(a, "-g") && v) nranks = atoi(v), i++;
     else if (!strcmp(a, "-G") && v) group = atoi(v), i++;
     else if (!strcmp(a, "-i") && v) iters = atoi(v), i++;

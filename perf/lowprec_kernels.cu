@@ -30,6 +30,7 @@
 #include <string.h>
 #include <vector>
 
+#include "cuda_tool.h"
 #include "kernels/lowprec_tile.cuh"
 #include "nccl.h"
 
@@ -38,62 +39,48 @@ using ull = unsigned long long;
 
 namespace {
 
-#define CUDA_OK(call)                                                                       \
-  do {                                                                                      \
-    cudaError_t e_ = (call);                                                                \
-    if (e_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(2);                                                                              \
-    }                                                                                       \
-  } while (0)
-
 constexpr int kThreads = 256;
 
-// Lane's U groups of a warp step from group gs (of ng; count elements in all).
-template <int DT>
-__device__ __forceinline__ void place(const lp::Team& tm, ull gs, ull ng, ull count, int G,
-                                      ull (&gi)[lp::Shape<DT>::U], int (&v)[lp::Shape<DT>::U],
-                                      ull (&e0)[lp::Shape<DT>::U]) {
+// Calls f(gi, v, e0, team) for every warp step over the count elements' groups, the
+// grid striding as a whole: each lane's U groups (gi[u], v[u] valid elements from e0[u]).
+template <int DT, typename F> __device__ __forceinline__ void for_each_step(ull count, int G, const F& f) {
+  constexpr int U = lp::Shape<DT>::U;
+  const lp::Team tm(G, threadIdx.x & 31);
+  const ull ng = (count + G - 1) / G, step = (ull)U * tm.per_warp;
+  const ull warp = ((ull)blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = (ull)gridDim.x * blockDim.x / 32;
+  for (ull gs = warp * step; gs < ng; gs += warps * step) {
+    ull gi[U], e0[U];
+    int v[U];
 #pragma unroll
-  for (int u = 0; u < lp::Shape<DT>::U; u++) {
-    gi[u] = gs + u * tm.per_warp + tm.idx;
-    e0[u] = gi[u] * G;
-    v[u] = tm.active() && gi[u] < ng ? (int)(count - e0[u] < (ull)G ? count - e0[u] : (ull)G) : 0;
+    for (int u = 0; u < U; u++) {
+      gi[u] = gs + u * tm.per_warp + tm.idx;
+      e0[u] = gi[u] * G;
+      v[u] = tm.active() && gi[u] < ng ? (int)(count - e0[u] < (ull)G ? count - e0[u] : (ull)G) : 0;
+    }
+    f(gi, v, e0, tm);
   }
 }
 
 template <int DT, int FMT>
 __global__ void __launch_bounds__(kThreads, 2)
     quantise_kernel(const char* in, ull count, int G, unsigned* scales, char* pay) {
-  constexpr int U = lp::Shape<DT>::U;
-  const lp::Team tm(G, threadIdx.x & 31);
-  const ull ng = (count + G - 1) / G, step = (ull)U * tm.per_warp;
-  const ull warp = ((ull)blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = (ull)gridDim.x * blockDim.x / 32;
   const lp::Access acc = lp::access_of(in, lp::Shape<DT>::ES);
   const int P = lp::payload_bytes(FMT, G);
-  for (ull gs = warp * step; gs < ng; gs += warps * step) {
-    ull gi[U], e0[U];
-    int v[U];
-    place<DT>(tm, gs, ng, count, G, gi, v, e0);
+  for_each_step<DT>(count, G, [&](const ull(&gi)[lp::Shape<DT>::U], const int(&v)[lp::Shape<DT>::U],
+                                  const ull(&e0)[lp::Shape<DT>::U], const lp::Team& tm) {
     lp::quantise_put<DT, FMT>(in, acc, G, e0, v, gi, scales, pay, P, tm);
-  }
+  });
 }
 
 template <int DT, int FMT>
 __global__ void __launch_bounds__(kThreads, 2)
     dequantise_kernel(const unsigned* scales, const char* pay, ull count, int G, char* out) {
-  constexpr int U = lp::Shape<DT>::U;
-  const lp::Team tm(G, threadIdx.x & 31);
-  const ull ng = (count + G - 1) / G, step = (ull)U * tm.per_warp;
-  const ull warp = ((ull)blockIdx.x * blockDim.x + threadIdx.x) >> 5, warps = (ull)gridDim.x * blockDim.x / 32;
   const lp::Access acc = lp::access_of(out, lp::Shape<DT>::ES);
   const int P = lp::payload_bytes(FMT, G);
-  for (ull gs = warp * step; gs < ng; gs += warps * step) {
-    ull gi[U], e0[U];
-    int v[U];
-    place<DT>(tm, gs, ng, count, G, gi, v, e0);
+  for_each_step<DT>(count, G, [&](const ull(&gi)[lp::Shape<DT>::U], const int(&v)[lp::Shape<DT>::U],
+                                  const ull(&e0)[lp::Shape<DT>::U], const lp::Team& tm) {
     lp::get_dequantise<DT, FMT>(scales, pay, P, gi, v, out, acc, G, e0, tm);
-  }
+  });
 }
 
 struct Buffers {
@@ -213,15 +200,6 @@ template <int DT> bool dtype_rows(const Buffers& b, size_t bytes, int G, int ite
   return ok;
 }
 
-size_t parse_size(const char* s) {
-  char* end = NULL;
-  double v = strtod(s, &end);
-  if (end && (*end == 'K' || *end == 'k')) v *= 1024;
-  else if (end && (*end == 'M' || *end == 'm')) v *= 1024 * 1024;
-  else if (end && (*end == 'G' || *end == 'g')) v *= 1024.0 * 1024 * 1024;
-  return (size_t)v;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -229,7 +207,7 @@ int main(int argc, char** argv) {
   int G = 256, iters = 20, blocks = 0;
   for (int i = 1; i < argc; i++) {
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(argv[i], "-e") && v) bytes = parse_size(v), i++;
+    if (!strcmp(argv[i], "-e") && v) bytes = tool_parse_size(v), i++;
     else if (!strcmp(argv[i], "-G") && v) G = atoi(v), i++;
     else if (!strcmp(argv[i], "-i") && v) iters = atoi(v), i++;
     else if (!strcmp(argv[i], "-B") && v) blocks = atoi(v), i++;

@@ -1,8 +1,9 @@
-// The low-precision all-reduce's data path in registers (docs/LOWPREC.md, "Kernel"):
+// The low-precision all-reduce's data path in registers (docs/LOWPREC.md, "The kernel's
+// data path"):
 // how a warp splits groups among its lanes, loads them, finds each group's scale,
 // encodes, moves the codes and decodes. Shared by the all-reduce kernel
 // (kernels/lowprec.cu) and the isolated quantise / dequantise benchmark
-// (perf/lowprec_accuracy.cu --kernels), so the benchmark times the very code the
+// (perf/lowprec_kernels.cu), so the benchmark times the very code the
 // collective runs. The arithmetic itself (scale words, codes) is lowprec_math.cuh's.
 //
 // Layout. A group of G = 32 T elements (G a multiple of 32 up to 1024) belongs to a
@@ -35,6 +36,7 @@ template <int DT> struct Shape {
   static constexpr int EPP = 16 / ES;       // elements per 16-byte pack
   static constexpr int NP = 32 / EPP;       // packs a lane holds of one group
   static constexpr int U = 8 / NP;          // groups a lane moves at once: 8 packs, 128 bytes
+                                            // (16 packs spilled at 128 registers)
 };
 
 // Bytes of codes per pack: EPP codes of 8 or 4 bits.
@@ -185,6 +187,14 @@ __device__ __forceinline__ float team_max(float v, const Team& tm) {
   return __uint_as_float(__shfl_sync(FULL_MASK, u, (tm.idx * tm.T) & 31));
 }
 
+// One float32's bits into a running maximum of finite |x| bits and a non-finite mark.
+__device__ __forceinline__ void absmax_f32(uint32_t bits, uint32_t& mx, uint32_t& bad) {
+  const uint32_t a = bits & 0x7fffffffu;
+  const bool b = a >= 0x7f800000u;
+  bad |= b;
+  mx = b ? mx : max(mx, a);
+}
+
 // The largest |x| over a lane's finite elements, and whether any is not finite, from
 // the bits: integer operations (the bits of non-negative floats order as their values),
 // two 16-bit elements per instruction. The same maximum as fmaxf over fabsf.
@@ -202,10 +212,7 @@ template <int DT> __device__ __forceinline__ float lane_absmax(const Part<DT>& p
         bad |= b;
         mx = __vmaxu2(mx, a & ~b);
       } else {
-        const uint32_t a = ws[q] & 0x7fffffffu;
-        const bool b = a >= 0x7f800000u;
-        bad |= b;
-        mx = b ? mx : max(mx, a);
+        absmax_f32(ws[q], mx, bad);
       }
     }
   }
@@ -214,18 +221,12 @@ template <int DT> __device__ __forceinline__ float lane_absmax(const Part<DT>& p
   return __uint_as_float(mx);
 }
 template <int DT> __device__ __forceinline__ float lane_absmax(const Acc<DT>& p, bool& nonfinite) {
-  uint32_t mx = 0;
-  bool bad = false;
+  uint32_t mx = 0, bad = 0;
 #pragma unroll
   for (int k = 0; k < Shape<DT>::NP; k++)
 #pragma unroll
-    for (int i = 0; i < Shape<DT>::EPP; i++) {
-      const uint32_t a = __float_as_uint(p.x[k][i]) & 0x7fffffffu;
-      const bool b = a >= 0x7f800000u;
-      bad |= b;
-      mx = b ? mx : max(mx, a);
-    }
-  nonfinite = bad;
+    for (int i = 0; i < Shape<DT>::EPP; i++) absmax_f32(__float_as_uint(p.x[k][i]), mx, bad);
+  nonfinite = bad != 0;
   return __uint_as_float(mx);
 }
 

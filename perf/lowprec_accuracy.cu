@@ -27,7 +27,7 @@
 // --perf (needs a GPU): time per all-reduce and bus bandwidth counted on the UNQUANTISED
 // size (algbw x 2(n-1)/n, as all_reduce_perf), full precision (snapccl's own choice with
 // low precision off) next to each format, for world sizes -g (default: the GPU count, at
-// least 2 with shared GPUs).
+// least 2 with shared GPUs), of dtype -d (float16, the default; bfloat16; float32).
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -55,6 +55,13 @@ constexpr int kNDists = 4;
 
 const char* dtype_name(int dt) { return dt == ncclFloat16 ? "float16" : dt == ncclBfloat16 ? "bfloat16" : "float32"; }
 size_t dtype_size(int dt) { return dt == ncclFloat32 ? 4 : 2; }
+// A dtype name as dtype_name writes it (or nccl-tests' half/bfloat16/float), -1 otherwise.
+int dtype_of(const char* s) {
+  if (!strcmp(s, "float16") || !strcmp(s, "half")) return ncclFloat16;
+  if (!strcmp(s, "bfloat16")) return ncclBfloat16;
+  if (!strcmp(s, "float32") || !strcmp(s, "float")) return ncclFloat32;
+  return -1;
+}
 
 // ---------------------------------------------------------------- data
 
@@ -309,7 +316,7 @@ double now() {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int iters) {
+int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int iters, int dt) {
   int g = gpu_count();
   if (g <= 0) {
     printf("# --perf: no GPU\n");
@@ -319,17 +326,17 @@ int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int ite
   if (nranks > 8) nranks = 8;
   World w;
   w.open(nranks, maxb);
-  printf("# snapccl low-precision all-reduce, %d ranks on %d GPU(s), float16 sum, group %d, %d iterations\n",
-         nranks, g, group, iters);
+  printf("# snapccl low-precision all-reduce, %d ranks on %d GPU(s), %s sum, group %d, %d iterations\n",
+         nranks, g, dtype_name(dt), group, iters);
   printf("# busbw counts the unquantised bytes: algbw x 2(n-1)/n, algbw = bytes / time\n");
   printf("%12s  %-20s", "bytes", "full (us, GB/s)");
   for (int f : kFormats) printf("  %-8s%-12s", kFormatNames[f], " (us, GB/s)");
   printf("\n");
-  const int dt = ncclFloat16;
+  const size_t es = dtype_size(dt);
   for (size_t bytes = minb; bytes <= maxb; bytes = factor > 1 ? bytes * factor : bytes + minb) {
-    size_t count = bytes / 2;
+    size_t count = bytes / es;
     if (!count) continue;
-    printf("%12zu", count * 2);
+    printf("%12zu", count * es);
     for (int f = -1; f < 3; f++) {
       w.set(f < 0 ? SNAPCCL_LOWPREC_OFF : kFormats[f], group);
       for (int k = 0; k < 3; k++) w.allreduce(count, dt);
@@ -338,7 +345,7 @@ int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int ite
       for (int k = 0; k < iters; k++) w.allreduce(count, dt);
       w.sync();
       double us = (now() - t0) / iters * 1e6;
-      double busbw = (double)(count * 2) / (us * 1e-6) / 1e9 * 2.0 * (nranks - 1) / nranks;
+      double busbw = (double)(count * es) / (us * 1e-6) / 1e9 * 2.0 * (nranks - 1) / nranks;
       printf("  %8.1f %8.2f      ", us, busbw);
     }
     printf("\n");
@@ -352,7 +359,8 @@ int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int ite
 void usage() {
   printf("usage: lowprec_accuracy [-n COUNT] [--seed S] [--markdown]    accuracy (CPU simulation)\n"
          "       lowprec_accuracy --verify [-n COUNT]                     library == simulation (GPU)\n"
-         "       lowprec_accuracy --perf [-b MIN] [-e MAX] [-f FACTOR] [-g RANKS] [-G GROUP] [-i ITERS]\n");
+         "       lowprec_accuracy --perf [-b MIN] [-e MAX] [-f FACTOR] [-g RANKS] [-G GROUP] [-i ITERS]\n"
+         "                               [-d float16|bfloat16|float32]\n");
 }
 
 } // namespace
@@ -360,7 +368,7 @@ void usage() {
 int main(int argc, char** argv) {
   size_t count = 65536, minb = 1 << 20, maxb = 256u << 20, factor = 2;
   uint64_t seed = 1;
-  int mode = 0, markdown = 0, nranks = 0, group = 256, iters = 20;
+  int mode = 0, markdown = 0, nranks = 0, group = 256, iters = 20, dt = ncclFloat16;
   for (int i = 1; i < argc; i++) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -374,6 +382,7 @@ int main(int argc, char** argv) {
     else if (!strcmp(a, "-f") && v) factor = tool_parse_size(v), i++;
     else if (!strcmp(a, "-g") && v) nranks = atoi(v), i++;
     else if (!strcmp(a, "-G") && v) group = atoi(v), i++;
+    else if (!strcmp(a, "-d") && v && (dt = dtype_of(v)) >= 0) i++;
     else if (!strcmp(a, "-i") && v) iters = atoi(v), i++;
     else {
       usage();
@@ -385,6 +394,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (mode == 1) return verify(count);
-  if (mode == 2) return perf(minb, maxb, factor, nranks, group, iters);
+  if (mode == 2) return perf(minb, maxb, factor, nranks, group, iters, dt);
   return accuracy(count, seed, markdown != 0);
 }

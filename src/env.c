@@ -118,9 +118,11 @@ static void parse_one(const struct setting* s, struct snapccl_env* env) {
 }
 
 static void load_locked(void) {
+  static unsigned long long generation;
   struct snapccl_env env;
   memset(&env, 0, sizeof env);
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) parse_one(&table[i], &env);
+  env.generation = ++generation;
   g_env = env;
   __atomic_store_n(&g_loaded, 1, __ATOMIC_RELEASE);
 }

@@ -50,9 +50,17 @@ static uint64_t pack(int format, int group, size_t min_bytes) {
   return PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16;
 }
 
+/* The environment's setting. Every all-reduce's selection asks for it, and the environment
+ * only changes when it is read again (tests), so each thread parses it once per reading. */
 static void env_setting(struct snapccl_lowprec_setting* s) {
   static atomic_int warned_format, warned_group;
+  static _Thread_local unsigned long long cached_generation;
+  static _Thread_local struct snapccl_lowprec_setting cached;
   const struct snapccl_env* env = snapccl_env();
+  if (cached_generation == env->generation) {
+    *s = cached;
+    return;
+  }
   s->format = snapccl_lowprec_parse_format(env->lowprec);
   if (s->format < 0) {
     if (!atomic_exchange(&warned_format, 1))
@@ -68,6 +76,8 @@ static void env_setting(struct snapccl_lowprec_setting* s) {
   }
   s->min_bytes = env->lowprec_min_bytes > 0 ? (unsigned long long)env->lowprec_min_bytes : 0;
   s->from_comm = 0;
+  cached = *s;
+  cached_generation = env->generation;
 }
 
 void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out) {

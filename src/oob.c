@@ -1,5 +1,6 @@
 #include "oob.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,4 +51,25 @@ ncclResult_t snapccl_oob_barrier(struct snapccl_comm* comm) {
   ncclResult_t r = snapccl_oob_allgather(comm, v, 1);
   free(v);
   return r;
+}
+
+ncclResult_t snapccl_oob_agree(struct snapccl_comm* comm, int* ok, char* reason, size_t len) {
+  struct vote {
+    int32_t ok;
+    char reason[156];
+  };
+  struct vote* v = calloc((size_t)comm->nranks, sizeof *v);
+  if (!v) SNAP_FAIL(ncclSystemError, "out of memory");
+  v[comm->rank].ok = *ok;
+  snprintf(v[comm->rank].reason, sizeof v[0].reason, "%s", *ok ? "" : reason);
+  ncclResult_t res = snapccl_oob_allgather(comm, v, sizeof *v);
+  if (res == ncclSuccess && *ok)
+    for (int r = 0; r < comm->nranks; r++)
+      if (!v[r].ok) {
+        snprintf(reason, len, "rank %d: %s", r, v[r].reason);
+        *ok = 0;
+        break;
+      }
+  free(v);
+  return res;
 }

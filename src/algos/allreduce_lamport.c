@@ -13,9 +13,7 @@ static const char* can_run(const struct snapccl_coll* c) {
   if (why) return why;
   if (!snapccl_dtype_is_float(c->dtype))
     return "integer types have no free bit pattern to serve as the Lamport sentinel";
-  if (c->count * snapccl_dtype_size(c->dtype) > snapccl_coll_layout(c)->oneshot_bytes)
-    return "the message is larger than the one-shot buffer";
-  return NULL;
+  return snapccl_oneshot_unfit(c);
 }
 
 static double cost(const struct snapccl_coll* c) {

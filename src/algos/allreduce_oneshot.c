@@ -11,9 +11,7 @@
 static const char* can_run(const struct snapccl_coll* c) {
   const char* why = snapccl_transport_unusable(c);
   if (why) return why;
-  if (c->count * snapccl_dtype_size(c->dtype) > snapccl_coll_layout(c)->oneshot_bytes)
-    return "the message is larger than the one-shot buffer";
-  return NULL;
+  return snapccl_oneshot_unfit(c);
 }
 
 static double cost(const struct snapccl_coll* c) {

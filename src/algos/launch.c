@@ -20,6 +20,12 @@ const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* c
   return &coll->comm->transport->lay;
 }
 
+const char* snapccl_oneshot_unfit(const struct snapccl_coll* coll) {
+  return coll->count * snapccl_dtype_size(coll->dtype) > snapccl_coll_layout(coll)->oneshot_bytes
+             ? "the message is larger than the one-shot buffer"
+             : NULL;
+}
+
 void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_bytes,
                               struct snapccl_geom* g) {
   unsigned long long bytes = coll->count * snapccl_dtype_size(coll->dtype);

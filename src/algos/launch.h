@@ -23,6 +23,8 @@ const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
 /* Agreed block cap and layout of the call's communicator. */
 int snapccl_coll_max_blocks(const struct snapccl_coll* coll);
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll);
+/* Why the call's data does not fit the one-shot buffer, or NULL when it does. */
+const char* snapccl_oneshot_unfit(const struct snapccl_coll* coll);
 
 /* One-shot kernels: a block per `block_bytes` of the message, within the agreed cap. */
 void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_bytes,

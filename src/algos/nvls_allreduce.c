@@ -20,8 +20,7 @@ static double bytes_of(const struct snapccl_coll* c) {
 static const char* check(const struct snapccl_coll* c, int multicast, const char* name, int small) {
   const char* why = snapccl_nvls_unusable(c, multicast, name);
   if (!why) why = snapccl_nvls_reduction_unsupported(c);
-  if (!why && small && c->count * snapccl_dtype_size(c->dtype) > snapccl_coll_layout(c)->oneshot_bytes)
-    why = "the message is larger than the one-shot buffer";
+  if (!why && small) why = snapccl_oneshot_unfit(c);
   return why;
 }
 

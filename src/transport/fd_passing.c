@@ -22,6 +22,29 @@ struct snapccl_fd_server {
   struct snapccl_fd_address addr;
 };
 
+/* A one-byte message with room for one descriptor (SCM_RIGHTS), for sendmsg / recvmsg.
+ * The pointers inside point into the struct itself: initialise it where it lives. */
+struct fd_msg {
+  char byte;
+  struct iovec iov;
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr msg;
+};
+
+static void fd_msg_init(struct fd_msg* m, char byte) {
+  memset(m, 0, sizeof *m);
+  m->byte = byte;
+  m->iov.iov_base = &m->byte;
+  m->iov.iov_len = 1;
+  m->msg.msg_iov = &m->iov;
+  m->msg.msg_iovlen = 1;
+  m->msg.msg_control = m->ctl.buf;
+  m->msg.msg_controllen = sizeof m->ctl.buf;
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -128,26 +151,15 @@ static int serve_one(const struct snapccl_fd_server* s, int conn, int fd, const 
     INFO(SUB_TRANSPORT, "fd passing: pid %d did not present the nonce", (int)pid);
     return 0;
   }
-  char byte = 'F';
-  struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
-  memset(&ctl, 0, sizeof ctl);
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl.buf;
-  msg.msg_controllen = sizeof ctl.buf;
-  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  struct fd_msg m;
+  fd_msg_init(&m, 'F');
+  struct cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &fd, sizeof fd);
   for (;;) {
-    ssize_t r = sendmsg(conn, &msg, MSG_NOSIGNAL);
+    ssize_t r = sendmsg(conn, &m.msg, MSG_NOSIGNAL);
     if (r == 1) return 1;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       if (!wait_ready(conn, POLLOUT, deadline)) return 0;
@@ -231,27 +243,16 @@ ncclResult_t snapccl_fd_receive(const struct snapccl_fd_address* addr, double ti
     }
   }
   for (;;) {
-    char byte = 0;
-    struct iovec iov = {&byte, 1};
-    union {
-      char buf[CMSG_SPACE(sizeof(int))];
-      struct cmsghdr align;
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof ctl.buf;
-    ssize_t r = recvmsg(s, &msg, MSG_CMSG_CLOEXEC);
+    struct fd_msg m;
+    fd_msg_init(&m, 0);
+    ssize_t r = recvmsg(s, &m.msg, MSG_CMSG_CLOEXEC);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       if (wait_ready(s, POLLIN, deadline)) continue;
       res = snapccl_error(ncclSystemError, __func__, "fd passing: pid %d sent nothing within %.0f s",
                           (int)addr->pid, timeout_s);
       goto out;
     }
-    struct cmsghdr* c = r == 1 && !(msg.msg_flags & MSG_CTRUNC) ? CMSG_FIRSTHDR(&msg) : NULL;
+    struct cmsghdr* c = r == 1 && !(m.msg.msg_flags & MSG_CTRUNC) ? CMSG_FIRSTHDR(&m.msg) : NULL;
     if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
         c->cmsg_len != CMSG_LEN(sizeof(int))) {
       res = snapccl_error(ncclSystemError, __func__, "fd passing: pid %d's message carried no descriptor",

@@ -39,30 +39,6 @@ enum {
   D_UC_MAP = 1u << 7,
 };
 
-/* Every rank ends with the same verdict: each contributes its own, all adopt the first
- * failure; a rank that failed itself keeps its own reason. */
-static ncclResult_t agree(struct snapccl_comm* comm, int* ok, char* reason, size_t len) {
-  struct vote {
-    int32_t ok;
-    char reason[156];
-  };
-  struct vote* v = calloc((size_t)comm->nranks, sizeof *v);
-  if (!v) SNAP_FAIL(ncclSystemError, "out of memory");
-  v[comm->rank].ok = *ok;
-  snprintf(v[comm->rank].reason, sizeof v[0].reason, "%s", *ok ? "" : reason);
-  ncclResult_t res = snapccl_oob_allgather(comm, v, sizeof *v);
-  if (res == ncclSuccess && *ok) {
-    for (int r = 0; r < comm->nranks; r++)
-      if (!v[r].ok) {
-        snprintf(reason, len, "rank %d: %.120s", r, v[r].reason);
-        *ok = 0;
-        break;
-      }
-  }
-  free(v);
-  return res;
-}
-
 /* Conditions of this rank that need no driver call. */
 static int applicable(const struct snapccl_comm* comm, int usable, char* why, size_t len) {
   if (comm->nranks < 2) {
@@ -376,7 +352,7 @@ static ncclResult_t build(struct snapccl_comm* comm, const struct snapccl_mc_dri
   }
   /* 2. granularities -> one size, a multiple of every rank's granularity. */
   ok = local_granularity(comm, d, s, lay->total, &peers[comm->rank].align, why, sizeof why);
-  SNAP_CHECK_GOTO(agree(comm, &ok, why, sizeof why), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, why, sizeof why), res, out);
   if (!ok) goto out;
   SNAP_CHECK_GOTO(snapccl_oob_allgather(comm, peers, sizeof *peers), res, out);
   s->align = 0;
@@ -416,11 +392,11 @@ static ncclResult_t build(struct snapccl_comm* comm, const struct snapccl_mc_dri
     }
   }
   /* Every device must be added before any memory is bound. */
-  SNAP_CHECK_GOTO(agree(comm, &ok, why, sizeof why), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, why, sizeof why), res, out);
   if (!ok) goto out;
   /* 4. bind and map this rank's replica, initialise it. */
   ok = bind_and_map(d, s, lay, why, sizeof why);
-  SNAP_CHECK_GOTO(agree(comm, &ok, why, sizeof why), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, why, sizeof why), res, out);
 out:
   if (export_fd >= 0) close(export_fd);
   snapccl_fd_server_close(server);
@@ -472,7 +448,7 @@ ncclResult_t snapccl_nvls_setup_core(struct snapccl_comm* comm, const struct sna
   }
   /* Every rank votes, whatever its environment says, so none waits for another. */
   in.ranks_agree = ok;
-  SNAP_CHECK(agree(comm, &in.ranks_agree, why, sizeof why));
+  SNAP_CHECK(snapccl_oob_agree(comm, &in.ranks_agree, why, sizeof why));
   struct snapccl_mc_gate gate;
   snapccl_mc_gate_decide(&in, &gate);
   if (!gate.open) {

@@ -20,28 +20,6 @@ struct exchange {
   int32_t pad;
 };
 
-/* Every rank must end with the same verdict, or some would wait for peers that gave
- * up: each contributes its local result and all adopt the first failure. */
-static ncclResult_t agree(struct snapccl_comm* comm, int* ok, char* reason, size_t len) {
-  struct vote {
-    int32_t ok;
-    char reason[124];
-  };
-  struct vote* v = calloc((size_t)comm->nranks, sizeof *v);
-  if (!v) SNAP_FAIL(ncclSystemError, "out of memory");
-  v[comm->rank].ok = *ok;
-  snprintf(v[comm->rank].reason, sizeof v[0].reason, "%s", *ok ? "" : reason);
-  ncclResult_t res = snapccl_oob_allgather(comm, v, sizeof *v);
-  if (res == ncclSuccess)
-    for (int r = 0; r < comm->nranks; r++)
-      if (!v[r].ok && *ok) {
-        *ok = 0;
-        snprintf(reason, len, "rank %d: %s", r, v[r].reason);
-      }
-  free(v);
-  return res;
-}
-
 /* Can this GPU reach the peer's GPU directly? Devices the process cannot see (e.g.
  * hidden by CUDA_VISIBLE_DEVICES) are left to the probe. */
 static int p2p_possible(const struct snapccl_comm* comm, int r, char* reason, size_t len) {
@@ -119,12 +97,12 @@ ncclResult_t snapccl_peers_map(struct snapccl_comm* comm, struct snapccl_transpo
   if (!ok) snprintf(reason, sizeof reason, "%.120s", t->reason);
   for (int r = 0; r < n && ok; r++)
     if (r != comm->rank) ok = p2p_possible(comm, r, reason, sizeof reason);
-  SNAP_CHECK_GOTO(agree(comm, &ok, reason, sizeof reason), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, reason, sizeof reason), res, out);
   if (n > SNAPCCL_MAX_RANKS) goto out;
   t->ws[comm->rank] = t->ws_local;
   for (int r = 0; r < n && ok; r++)
     if (r != comm->rank) ok = map_one(comm, t, r, &x[r], reason, sizeof reason);
-  SNAP_CHECK_GOTO(agree(comm, &ok, reason, sizeof reason), res, out);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, reason, sizeof reason), res, out);
   if (!ok) {
     t->usable = 0;
     snprintf(t->reason, sizeof t->reason, "%s", reason);
@@ -175,7 +153,7 @@ ncclResult_t snapccl_peers_probe(struct snapccl_comm* comm, struct snapccl_trans
       }
     }
   }
-  SNAP_CHECK_GOTO(agree(comm, &ok, reason, sizeof reason), res, done);
+  SNAP_CHECK_GOTO(snapccl_oob_agree(comm, &ok, reason, sizeof reason), res, done);
   if (!ok && t->usable) {
     t->usable = 0;
     snprintf(t->reason, sizeof t->reason, "%s", reason);

@@ -392,6 +392,13 @@ static int check_float(const struct t_case* c, int n, unsigned char* const* in, 
 
 /* ---------------------------------------------------------------- cases */
 
+void t_misalign(int k, int n, int* send_off, int* recv_off) {
+  for (int r = 0; r < n; r++) {
+    send_off[r] = (k + 5 * r) % 16;
+    recv_off[r] = (3 * k + 7 * r + 1) % 16;
+  }
+}
+
 struct t_case t_case_make(int coll, ncclDataType_t dt, int op, size_t count, int in_place,
                           const char* algo, uint64_t seed) {
   struct t_case c;

@@ -87,6 +87,14 @@ struct t_case {
   uint64_t seed;          /* inputs are a function of (seed, rank) */
   int null_bufs;          /* count 0 only: pass NULL buffers */
 };
+/* The k-th pattern of misaligned byte offsets (0..15, different per rank and between send
+ * and recv) into send_off[0..n) and recv_off[0..n). */
+void t_misalign(int k, int n, int* send_off, int* recv_off);
+/* X(name, dtype) for every NCCL dtype: one Criterion test each. */
+#define T_EACH_DTYPE(X)                                                                    \
+  X(int8, ncclInt8) X(uint8, ncclUint8) X(int32, ncclInt32) X(uint32, ncclUint32)         \
+  X(int64, ncclInt64) X(uint64, ncclUint64) X(half, ncclFloat16) X(float32, ncclFloat32)  \
+  X(float64, ncclFloat64) X(bfloat16, ncclBfloat16) X(e4m3, ncclFloat8e4m3) X(e5m2, ncclFloat8e5m2)
 /* A case with zero offsets. */
 struct t_case t_case_make(int coll, ncclDataType_t dt, int op, size_t count, int in_place,
                           const char* algo, uint64_t seed);

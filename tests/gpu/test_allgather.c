@@ -111,10 +111,7 @@ static void offsets(int n) {
     for (size_t k = 0; k < NELEMS(counts); k++) {
       struct t_case c = t_case_make(T_AG, dts[((size_t)off + k) % NELEMS(dts)], T_SUM, counts[k],
                                     (int)((size_t)off + k) & 1, "direct", next_seed());
-      for (int r = 0; r < n; r++) {
-        c.send_off[r] = (off + 5 * r) % 16;
-        c.recv_off[r] = (3 * off + 7 * r + 1) % 16;
-      }
+      t_misalign(off, n, c.send_off, c.recv_off);
       t_fixture_run(&f, &c);
     }
   t_fixture_close(&f);

@@ -256,7 +256,7 @@ Test(lowprec, offsets_and_odd_groups, .timeout = 600) {
     int fmt = formats[off % 3], group = odd[off % 4];
     set_all(&f, fmt, group, 0);
     struct lpcase c = make(fmt, group, dtypes[(off / 3) % 3], off & 1, 17 + 4099 * (size_t)off, off % 4 == 1);
-    for (int r = 0; r < f.w.n; r++) c.soff[r] = (off + 5 * r) % 16, c.roff[r] = (3 * off + 7 * r + 1) % 16;
+    t_misalign(off, f.w.n, c.soff, c.roff);
     run(&f, &c);
   }
   close_world(&f);

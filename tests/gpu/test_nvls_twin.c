@@ -261,10 +261,7 @@ Test(nvls_twin_offsets, ws3, .timeout = 300) {
       for (size_t i = 0; i < NELEMS(kinds); i++) {
         struct t_case c = t_case_make(kinds[i].coll, red_dts[(k + i) % 3], T_SUM, cnt[k], (int)(off + k) & 1,
                                       kinds[i].algo, next_seed());
-        for (int r = 0; r < 3; r++) {
-          c.send_off[r] = (off + 5 * r) % 16;
-          c.recv_off[r] = (3 * off + 7 * r + 1) % 16;
-        }
+        t_misalign(off, 3, c.send_off, c.recv_off);
         run_ok(&f, &c);
       }
     }

@@ -41,18 +41,7 @@ static void ws2_dtype(ncclDataType_t dt) {
 
 #define WS2(name, dt) \
   Test(reducescatter_ws2, name, .timeout = 300) { ws2_dtype(dt); }
-WS2(int8, ncclInt8)
-WS2(uint8, ncclUint8)
-WS2(int32, ncclInt32)
-WS2(uint32, ncclUint32)
-WS2(int64, ncclInt64)
-WS2(uint64, ncclUint64)
-WS2(half, ncclFloat16)
-WS2(float32, ncclFloat32)
-WS2(float64, ncclFloat64)
-WS2(bfloat16, ncclBfloat16)
-WS2(e4m3, ncclFloat8e4m3)
-WS2(e5m2, ncclFloat8e5m2)
+T_EACH_DTYPE(WS2)
 
 Test(reducescatter_ws2, huge, .timeout = 300) {
   const size_t count = (64u << 20) + 1;
@@ -118,10 +107,7 @@ static void offsets(int n) {
       struct t_case c = t_case_make(T_RS, dts[((size_t)off + k) % NELEMS(dts)],
                                     (int)((size_t)off + 2 * k) % T_NOPS, counts[k],
                                     (int)((size_t)off + k) & 1, "direct", next_seed());
-      for (int r = 0; r < n; r++) {
-        c.send_off[r] = (off + 5 * r) % 16;
-        c.recv_off[r] = (3 * off + 7 * r + 1) % 16;
-      }
+      t_misalign(off, n, c.send_off, c.recv_off);
       t_fixture_run(&f, &c);
     }
   t_fixture_close(&f);

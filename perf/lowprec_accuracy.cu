@@ -28,6 +28,11 @@
 // size (algbw x 2(n-1)/n, as all_reduce_perf), full precision (snapccl's own choice with
 // low precision off) next to each format, for world sizes -g (default: the GPU count, at
 // least 2 with shared GPUs), of dtype -d (float16, the default; bfloat16; float32).
+// Built with -DSNAPCCL_LP_TRACE, library included (docs/LOWPREC.md, "Where a round's time
+// goes"), --perf also prints where the last call of each format spent its time, per rank,
+// round and step.
+#include <algorithm>
+
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -316,6 +321,47 @@ double now() {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+#ifdef SNAPCCL_LP_TRACE
+// Where the last call's time went, from the kernel's trace (kernels/lowprec.h): per rank
+// and round, each step's mean and max over the blocks, in us. A step starts where the
+// one before it ended; round 0's starts at the first block's entry into the kernel.
+void trace_report(int nranks, size_t bytes, const char* format) {
+  static snapccl_lp_trace_t tr;
+  static const char* step[] = {"start", "push", "rs_wait", "reduce", "ag_wait", "gather"};
+  if (!snapccl_lp_trace_take(&tr)) return;
+  unsigned long long t0 = ~0ull, t1 = 0;
+  for (int r = 0; r < nranks && r < SNAPCCL_LP_TR_RANKS; r++)
+    for (int b = 0; b < SNAPCCL_LP_TR_BLOCKS; b++)
+      if (tr[r][b][0][SNAPCCL_LP_TR_ENTRY]) {
+        t0 = std::min(t0, tr[r][b][0][SNAPCCL_LP_TR_ENTRY]);
+        t1 = std::max(t1, tr[r][b][0][SNAPCCL_LP_TR_EXIT]);
+      }
+  if (t1 <= t0) return;
+  printf("#   trace %zu bytes %s: %.1f us from the first block's entry to the last one's exit\n", bytes,
+         format, (double)(t1 - t0) / 1e3);
+  for (int r = 0; r < nranks && r < SNAPCCL_LP_TR_RANKS; r++)
+    for (int k = 0; k < SNAPCCL_LP_TR_ROUNDS; k++) {
+      double sum[6] = {}, mx[6] = {};
+      int nb = 0;
+      for (int b = 0; b < SNAPCCL_LP_TR_BLOCKS; b++) {
+        const unsigned long long* e = tr[r][b][k];
+        if (!e[SNAPCCL_LP_TR_ROUND]) continue;
+        nb++;
+        const unsigned long long from = k ? tr[r][b][k - 1][SNAPCCL_LP_TR_GATHERED] : t0;
+        for (int i = 0; i < 6; i++) {
+          const double us = (double)(e[SNAPCCL_LP_TR_ROUND + i] - (i ? e[SNAPCCL_LP_TR_ROUND + i - 1] : from)) / 1e3;
+          sum[i] += us;
+          mx[i] = std::max(mx[i], us);
+        }
+      }
+      if (!nb) break;
+      printf("#     rank %d round %2d, %2d blocks, mean/max us:", r, k, nb);
+      for (int i = 0; i < 6; i++) printf(" %s %.1f/%.1f", step[i], sum[i] / nb, mx[i]);
+      printf("\n");
+    }
+}
+#endif
+
 int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int iters, int dt) {
   int g = gpu_count();
   if (g <= 0) {
@@ -347,6 +393,12 @@ int perf(size_t minb, size_t maxb, size_t factor, int nranks, int group, int ite
       double us = (now() - t0) / iters * 1e6;
       double busbw = (double)(count * es) / (us * 1e-6) / 1e9 * 2.0 * (nranks - 1) / nranks;
       printf("  %8.1f %8.2f      ", us, busbw);
+#ifdef SNAPCCL_LP_TRACE
+      if (f >= 0) {
+        printf("\n");
+        trace_report(nranks, count * es, kFormatNames[kFormats[f]]);
+      }
+#endif
     }
     printf("\n");
     fflush(stdout);

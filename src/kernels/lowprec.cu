@@ -205,6 +205,17 @@ template <int DT, int FMT> __device__ __noinline__ void gather_slices(const Call
   }
 }
 
+#ifdef SNAPCCL_LP_TRACE // diagnostics only (kernels/lowprec.h): the block's time after each step
+__device__ snapccl_lp_trace_t lp_trace;
+__device__ __forceinline__ void trace(int rank, ull k, int ev) {
+  __syncthreads(); // the whole block's step, not thread 0's
+  if (threadIdx.x == 0 && rank < SNAPCCL_LP_TR_RANKS && blockIdx.x < SNAPCCL_LP_TR_BLOCKS && k < SNAPCCL_LP_TR_ROUNDS)
+    lp_trace[rank][blockIdx.x][k][ev] = globaltimer();
+}
+#else
+__device__ __forceinline__ void trace(int, ull, int) {}
+#endif
+
 template <int DT, int FMT>
 __device__ void lowprec_rounds(const Ctx& ctx, ull* sh) {
   const snapccl_kargs& a = *ctx.a;
@@ -217,14 +228,21 @@ __device__ void lowprec_rounds(const Ctx& ctx, ull* sh) {
     const ull round = c0 + k + 1;
     const int slot = (int)(round & 1);
     const ull og = (k * B + b) * c.m;
+    trace(c.me, k, SNAPCCL_LP_TR_ROUND);
     push_slices<DT, FMT>(c, og, slot);
     signal_flags(ctx, FLAG_RS, round);
+    trace(c.me, k, SNAPCCL_LP_TR_PUSHED);
     if (!wait_flags(ctx, FLAG_RS, round)) return;
+    trace(c.me, k, SNAPCCL_LP_TR_RS_MET);
     reduce_slice<DT, FMT>(c, og, slot, avg);
     signal_flags(ctx, FLAG_AG, round);
+    trace(c.me, k, SNAPCCL_LP_TR_REDUCED);
     if (!wait_flags(ctx, FLAG_AG, round)) return;
+    trace(c.me, k, SNAPCCL_LP_TR_AG_MET);
     gather_slices<DT, FMT>(c, og, slot);
+    trace(c.me, k, SNAPCCL_LP_TR_GATHERED);
   }
+  trace(c.me, 0, SNAPCCL_LP_TR_EXIT);
   __syncthreads(); // every thread is done with this call's slots before the counter moves
   store_round(a, c0 + R);
 }
@@ -235,6 +253,7 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
   __shared__ int bail;
   __shared__ ull sh_epoch, sh_round;
   Ctx c;
+  trace(a.rank, 0, SNAPCCL_LP_TR_ENTRY);
   if (begin(c, a, &bail, &sh_epoch)) lowprec_rounds<DT, FMT>(c, &sh_round);
   end(c);
 }
@@ -258,6 +277,14 @@ template <int DT> bool load_dt() {
 
 } // namespace
 } // namespace snap
+
+#ifdef SNAPCCL_LP_TRACE
+extern "C" __attribute__((visibility("default"))) int snapccl_lp_trace_take(snapccl_lp_trace_t* host) {
+  static snapccl_lp_trace_t zero;
+  return cudaMemcpyFromSymbol(host, snap::lp_trace, sizeof zero) == cudaSuccess &&
+         cudaMemcpyToSymbol(snap::lp_trace, &zero, sizeof zero) == cudaSuccess;
+}
+#endif
 
 extern "C" int snapccl_load_lowprec_kernels(void) {
   return snap::load_dt<ncclFloat16>() && snap::load_dt<ncclBfloat16>() && snap::load_dt<ncclFloat32>();

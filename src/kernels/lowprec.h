@@ -58,6 +58,28 @@ cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks, cu
  * load at a rank's first launch can deadlock ranks sharing a GPU). 1 on success. */
 int snapccl_load_lowprec_kernels(void);
 
+/* Diagnostics, in builds with -DSNAPCCL_LP_TRACE only (docs/LOWPREC.md, "Where a round's
+ * time goes"): every block records the GPU clock (ns) after each step of each round, for
+ * the ranks, blocks and rounds below these bounds; the last call's record is kept.
+ * snapccl_lp_trace_take copies it to host[rank][block][round][event] and clears it. */
+enum {
+  SNAPCCL_LP_TR_ENTRY,   /* kernel entry (round 0's record only) */
+  SNAPCCL_LP_TR_ROUND,   /* round start */
+  SNAPCCL_LP_TR_PUSHED,  /* step 1 done, reduce-scatter flags raised */
+  SNAPCCL_LP_TR_RS_MET,  /* every peer's step 1 seen */
+  SNAPCCL_LP_TR_REDUCED, /* step 2 done, all-gather flags raised */
+  SNAPCCL_LP_TR_AG_MET,  /* every peer's step 2 seen */
+  SNAPCCL_LP_TR_GATHERED,/* step 3 done */
+  SNAPCCL_LP_TR_EXIT,    /* after the last round (round 0's record only) */
+  SNAPCCL_LP_TR_EVENTS
+};
+#define SNAPCCL_LP_TR_RANKS 8
+#define SNAPCCL_LP_TR_BLOCKS 64
+#define SNAPCCL_LP_TR_ROUNDS 16
+typedef unsigned long long snapccl_lp_trace_t[SNAPCCL_LP_TR_RANKS][SNAPCCL_LP_TR_BLOCKS][SNAPCCL_LP_TR_ROUNDS]
+                                             [SNAPCCL_LP_TR_EVENTS];
+int snapccl_lp_trace_take(snapccl_lp_trace_t* host);
+
 /* ---- the CPU reference (kernels/lowprec_ref.cu) ---- */
 /* What every rank's output of the low-precision all-reduce is: inputs[r] holds rank r's
  * count elements of dtype; avg: ncclAvg, else ncclSum. -1 for what the algorithm does

@@ -148,15 +148,34 @@ static double cost(const struct snapccl_coll* c) {
 
 /* Blocks: one per 32 KiB of unquantised slice, within the agreed cap; then as few rounds
  * as the chunks allow, balanced across blocks (as snapccl_staged_geometry, in groups).
- * Only values every rank shares go in, so every rank computes the same grid. */
+ * Only values every rank shares go in, so every rank computes the same grid.
+ *
+ * A block's share of a round (m groups) is also rounded up to a whole number of
+ * ALIGN_BYTES of unquantised data where the chunk allows: measured on an H100
+ * (docs/LOWPREC.md, "Where a round's time goes"), shares of any other size made every step
+ * of this kernel up to 2x slower per group (64 MiB fp8, 3 rounds of 342 groups: 410 us; of
+ * 344: 303 us; 2 KiB multiples gained only part). Why is not known; the full-precision
+ * kernels showed no such effect. The last blocks of the last round get fewer groups. */
 #define MIN_BLOCK_BYTES (32u << 10)
+#define ALIGN_BYTES 4096ull
+
+static unsigned long long gcd(unsigned long long a, unsigned long long b) {
+  while (b) {
+    unsigned long long t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
 
 static void geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
                      struct snapccl_geom* g) {
-  const unsigned long long G = (unsigned long long)s->group;
+  const unsigned long long G = (unsigned long long)s->group, gbytes = G * snapccl_dtype_size(c->dtype);
   const unsigned long long sl = slice_elems(c, s->group), groups = sl / G;
-  const unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
-                                                         snapccl_lp_payload_bytes(s->format, s->group));
+  unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
+                                                   snapccl_lp_payload_bytes(s->format, s->group));
+  const unsigned long long q = ALIGN_BYTES / gcd(ALIGN_BYTES, gbytes); /* groups per aligned step */
+  if (cap >= q) cap = cap / q * q;
   unsigned long long want = (sl * snapccl_dtype_size(c->dtype) + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
   if (want > groups) want = groups;
   int blocks = snapccl_coll_max_blocks(c);
@@ -165,6 +184,7 @@ static void geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_
   unsigned long long rounds = (groups + per_round - 1) / per_round;
   if (rounds == 0) rounds = 1;
   unsigned long long m = (groups + rounds * blocks - 1) / (rounds * blocks);
+  if (cap >= q) m = (m + q - 1) / q * q;
   if (m > cap) m = cap;
   if (m == 0) m = 1;
   g->blocks = blocks;

@@ -1,15 +1,16 @@
 // lowprec_kernels: how fast the low-precision all-reduce's quantiser and dequantiser run
 // on their own, next to the GPU's own copy (docs/LOWPREC.md, "Kernel throughput").
 //
-//   lowprec_kernels [-e BYTES] [-G GROUP] [-i ITERS] [-B BLOCKS]
+//   lowprec_kernels [-e BYTES] [-G GROUP] [-i ITERS] [-B BLOCKS] [-w]
 //
 // For every dtype (float16, bfloat16, float32) and format (fp8, int8, int4), on one GPU:
 //   quantise    the user buffer (BYTES, default 256 MiB) into scale words and codes,
 //   dequantise  the codes back into a buffer of the dtype,
 //   copy        cudaMemcpyAsync of the same BYTES, device to device,
 // each timed over ITERS launches (CUDA events) on a grid that fills the GPU at the
-// kernel's residency (two blocks of 256 threads per SM, as the collective's), or of
-// BLOCKS blocks (the all-reduce runs at most SNAPCCL_MAX_BLOCKS = 64 per rank). The
+// kernel's residency (two blocks of 256 threads per SM, as the collective's; with -w one
+// block of 512 threads per SM, as its wide mode), or of BLOCKS blocks (the all-reduce
+// runs at most SNAPCCL_MAX_BLOCKS = 64 per rank). The
 // kernels run kernels/lowprec_tile.cuh's quantise_put and get_dequantise, the very
 // functions of the all-reduce's steps 1 and 3, with the codes in plain device memory
 // instead of a peer's staging.
@@ -39,7 +40,6 @@ using ull = unsigned long long;
 
 namespace {
 
-constexpr int kThreads = 256;
 
 // Calls f(gi, v, e0, team) for every warp step over the count elements' groups, the
 // grid striding as a whole: each lane's U groups (gi[u], v[u] valid elements from e0[u]).
@@ -61,8 +61,11 @@ template <int DT, typename F> __device__ __forceinline__ void for_each_step(ull 
   }
 }
 
-template <int DT, int FMT>
-__global__ void __launch_bounds__(kThreads, 2)
+// TH: SNAPCCL_THREADS (two blocks per SM) or SNAPCCL_LP_WIDE_THREADS (one), as the collective.
+template <int TH> constexpr int min_blocks() { return TH == SNAPCCL_THREADS ? SNAPCCL_MIN_BLOCKS_PER_SM : 1; }
+
+template <int DT, int FMT, int TH>
+__global__ void __launch_bounds__(TH, min_blocks<TH>())
     quantise_kernel(const char* in, ull count, int G, unsigned* scales, char* pay) {
   const lp::Access acc = lp::access_of(in, lp::Shape<DT>::ES);
   const int P = lp::payload_bytes(FMT, G);
@@ -72,8 +75,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   });
 }
 
-template <int DT, int FMT>
-__global__ void __launch_bounds__(kThreads, 2)
+template <int DT, int FMT, int TH>
+__global__ void __launch_bounds__(TH, min_blocks<TH>())
     dequantise_kernel(const unsigned* scales, const char* pay, ull count, int G, char* out) {
   const lp::Access acc = lp::access_of(out, lp::Shape<DT>::ES);
   const int P = lp::payload_bytes(FMT, G);
@@ -90,11 +93,25 @@ struct Buffers {
   unsigned* scales = nullptr;
 };
 
+bool g_wide = false; // -w
+
+template <int DT, int FMT> void quantise(const Buffers& b, ull count, int G, int blocks, cudaStream_t s) {
+  if (g_wide)
+    quantise_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS><<<blocks, SNAPCCL_LP_WIDE_THREADS, 0, s>>>(b.in, count, G, b.scales, b.pay);
+  else
+    quantise_kernel<DT, FMT, SNAPCCL_THREADS><<<blocks, SNAPCCL_THREADS, 0, s>>>(b.in, count, G, b.scales, b.pay);
+  CUDA_OK(cudaGetLastError());
+}
+template <int DT, int FMT> void dequantise(const Buffers& b, ull count, int G, int blocks, cudaStream_t s) {
+  if (g_wide)
+    dequantise_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS><<<blocks, SNAPCCL_LP_WIDE_THREADS, 0, s>>>(b.scales, b.pay, count, G, b.out);
+  else
+    dequantise_kernel<DT, FMT, SNAPCCL_THREADS><<<blocks, SNAPCCL_THREADS, 0, s>>>(b.scales, b.pay, count, G, b.out);
+  CUDA_OK(cudaGetLastError());
+}
 template <int DT, int FMT> void run_pair(const Buffers& b, ull count, int G, int blocks, cudaStream_t s) {
-  quantise_kernel<DT, FMT><<<blocks, kThreads, 0, s>>>(b.in, count, G, b.scales, b.pay);
-  CUDA_OK(cudaGetLastError());
-  dequantise_kernel<DT, FMT><<<blocks, kThreads, 0, s>>>(b.scales, b.pay, count, G, b.out);
-  CUDA_OK(cudaGetLastError());
+  quantise<DT, FMT>(b, count, G, blocks, s);
+  dequantise<DT, FMT>(b, count, G, blocks, s);
 }
 
 // Values of N(0, 1) with a few large ones, rounded to the dtype.
@@ -169,15 +186,9 @@ template <int DT, int FMT> bool row(const Buffers& b, size_t bytes, int G, int i
   for (auto& x : e) CUDA_OK(cudaEventCreate(&x));
   for (int k = 0; k < 2; k++) run_pair<DT, FMT>(b, count, G, blocks, s); // warm up
   CUDA_OK(cudaEventRecord(e[0], s));
-  for (int k = 0; k < iters; k++) {
-    quantise_kernel<DT, FMT><<<blocks, kThreads, 0, s>>>(b.in, count, G, b.scales, b.pay);
-    CUDA_OK(cudaGetLastError());
-  }
+  for (int k = 0; k < iters; k++) quantise<DT, FMT>(b, count, G, blocks, s);
   CUDA_OK(cudaEventRecord(e[1], s));
-  for (int k = 0; k < iters; k++) {
-    dequantise_kernel<DT, FMT><<<blocks, kThreads, 0, s>>>(b.scales, b.pay, count, G, b.out);
-    CUDA_OK(cudaGetLastError());
-  }
+  for (int k = 0; k < iters; k++) dequantise<DT, FMT>(b, count, G, blocks, s);
   CUDA_OK(cudaEventRecord(e[2], s));
   for (int k = 0; k < iters; k++)
     CUDA_OK(cudaMemcpyAsync(b.out, b.in, count * sizeof(S), cudaMemcpyDeviceToDevice, s));
@@ -211,8 +222,9 @@ int main(int argc, char** argv) {
     else if (!strcmp(argv[i], "-G") && v) G = atoi(v), i++;
     else if (!strcmp(argv[i], "-i") && v) iters = atoi(v), i++;
     else if (!strcmp(argv[i], "-B") && v) blocks = atoi(v), i++;
+    else if (!strcmp(argv[i], "-w")) g_wide = true;
     else {
-      printf("usage: lowprec_kernels [-e BYTES] [-G GROUP] [-i ITERS] [-B BLOCKS]\n");
+      printf("usage: lowprec_kernels [-e BYTES] [-G GROUP] [-i ITERS] [-B BLOCKS] [-w]\n");
       return !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help") ? 0 : 2;
     }
   }
@@ -230,7 +242,7 @@ int main(int argc, char** argv) {
   const size_t cap = bytes > check_bytes ? bytes : check_bytes;
   cudaDeviceProp prop;
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  if (blocks == 0) blocks = prop.multiProcessorCount * 2;
+  if (blocks == 0) blocks = prop.multiProcessorCount * (g_wide ? 1 : 2);
   Buffers b;
   cudaStream_t s;
   CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -239,7 +251,7 @@ int main(int argc, char** argv) {
   CUDA_OK(cudaMalloc(&b.pay, cap / 2 + 16)); // 8-bit codes of 16-bit data: half the bytes, at most
   CUDA_OK(cudaMalloc(&b.scales, cap / 32 / 2 * 4 + 64));
   printf("# lowprec_kernels on %s: %zu bytes per pass, group %d, %d iterations, %d blocks x %d threads\n",
-         prop.name, bytes, G, iters, blocks, kThreads);
+         prop.name, bytes, G, iters, blocks, g_wide ? SNAPCCL_LP_WIDE_THREADS : SNAPCCL_THREADS);
   printf("# GB/s: dtype bytes per second; traffic: bytes read + written per second (copy: 2 x bytes)\n");
   printf("%-9s %-5s %5s  %9s %8s %8s   %9s %8s %8s   %9s %8s\n", "dtype", "fmt", "group", "quant_us", "GB/s",
          "traffic", "deq_us", "GB/s", "traffic", "copy_us", "traffic");

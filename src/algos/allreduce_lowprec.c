@@ -155,7 +155,12 @@ static double cost(const struct snapccl_coll* c) {
  * (docs/LOWPREC.md, "Where a round's time goes"), shares of any other size made every step
  * of this kernel up to 2x slower per group (64 MiB fp8, 3 rounds of 342 groups: 410 us; of
  * 344: 303 us; 2 KiB multiples gained only part). Why is not known; the full-precision
- * kernels showed no such effect. The last blocks of the last round get fewer groups. */
+ * kernels showed no such effect. The last blocks of the last round get fewer groups.
+ *
+ * Wide blocks (16 warps, one per SM) when every block may have an SM of its own within the
+ * residency promise (one rank per GPU, or small calls): on an H100 the kernel's steps are
+ * latency-bound at 8 warps per SM, and 64 wide blocks ran 256 MiB fp8 in 907 us where 64
+ * of 256 threads took 1134 (two ranks sharing the GPU, docs/LOWPREC.md). */
 #define MIN_BLOCK_BYTES (32u << 10)
 #define ALIGN_BYTES 4096ull
 
@@ -188,7 +193,7 @@ static void geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_
   if (m > cap) m = cap;
   if (m == 0) m = 1;
   g->blocks = blocks;
-  g->mode = SNAPCCL_LP_MODE(s->format, s->group);
+  g->mode = SNAPCCL_LP_MODE(s->format, s->group, blocks <= snapccl_coll_whole_sms(c));
   g->count = c->count;
   g->chunk_elems = m * G;
 }

@@ -16,6 +16,10 @@ int snapccl_coll_max_blocks(const struct snapccl_coll* coll) {
   return coll->comm->transport->max_blocks;
 }
 
+int snapccl_coll_whole_sms(const struct snapccl_coll* coll) {
+  return coll->comm->transport->whole_sms;
+}
+
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll) {
   return &coll->comm->transport->lay;
 }

@@ -22,6 +22,8 @@ ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launch
 const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
 /* Agreed block cap and layout of the call's communicator. */
 int snapccl_coll_max_blocks(const struct snapccl_coll* coll);
+/* Agreed count of blocks that may each fill a whole SM (see transport_impl.h). */
+int snapccl_coll_whole_sms(const struct snapccl_coll* coll);
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll);
 /* Why the call's data does not fit the one-shot buffer, or NULL when it does. */
 const char* snapccl_oneshot_unfit(const struct snapccl_coll* coll);

@@ -20,7 +20,10 @@
 // lane holding 32 of its elements in registers; the warp works on 32 / (G / 32) groups
 // at once, and in steps 1 and 3 on twice that for 16-bit types, so each lane has 128
 // bytes of input or output in flight. No shared memory: the group's absmax is a
-// shuffle reduction, codes go from registers straight to the peer's staging.
+// shuffle reduction, codes go from registers straight to the peer's staging. A block has
+// 8 warps (two blocks per SM), or 16 when the call may give every block an SM of its own
+// (the "wide" mode bit, algos/allreduce_lowprec.c): the same work per warp, twice the
+// bytes in flight per SM.
 #include "coll.h"
 #include "kernels/device_common.cuh"
 #include "kernels/lowprec.h"
@@ -29,7 +32,6 @@
 namespace snap {
 namespace {
 
-constexpr int WARPS = SNAPCCL_THREADS / 32;
 using ull = unsigned long long;
 
 __device__ __forceinline__ ull ceil_div(ull x, ull y) { return (x + y - 1) / y; }
@@ -58,7 +60,7 @@ __device__ __forceinline__ void store_round(const snapccl_kargs& a, ull v) {
 template <int DT, int FMT> struct Call {
   static constexpr int U = lp::Shape<DT>::U; // groups per lane in flight in steps 1 and 3
   const snapccl_kargs* a;
-  int me, N, G, P, warp;
+  int me, N, G, P, warp, warps;
   lp::Team tm;
   ull count, sl, m, sb;
   const char* send;
@@ -71,6 +73,7 @@ template <int DT, int FMT> struct Call {
     G = SNAPCCL_LP_MODE_GROUP(k.mode);
     P = (int)snapccl_lp_payload_bytes(FMT, G);
     warp = threadIdx.x >> 5;
+    warps = blockDim.x >> 5;
     count = k.count;
     sl = ceil_div(ceil_div(count, N), G) * G; // slices start on group boundaries
     m = k.chunk_elems / G;                    // groups per (block, round)
@@ -112,7 +115,7 @@ template <int DT, int FMT> __device__ __noinline__ void push_slices(const Call<D
     const int j = (c.me + d) % c.N; // staggered so ranks do not all hit one peer at once
     const ull ng = c.groups_in(j, og);
     char* ck = c.rs_chunk(j, slot, c.me);
-    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)WARPS * step) {
+    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
       ull gi[U], e0[U];
       int v[U];
       c.place(j, og, gs, ng, gi, v, e0);
@@ -128,7 +131,7 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
   using namespace lp;
   using Sh = Shape<DT>;
   const ull ng = c.groups_in(c.me, og);
-  for (ull gs = (ull)c.warp * c.tm.per_warp; gs < ng; gs += (ull)WARPS * c.tm.per_warp) {
+  for (ull gs = (ull)c.warp * c.tm.per_warp; gs < ng; gs += (ull)c.warps * c.tm.per_warp) {
     const ull g = gs + c.tm.idx;
     const int v = c.valid(c.me, og, g, ng);
     const ull e0 = (ull)c.me * c.sl + (og + g) * c.G;
@@ -195,7 +198,7 @@ template <int DT, int FMT> __device__ __noinline__ void gather_slices(const Call
     const int j = (c.me + d) % c.N;
     const ull ng = c.groups_in(j, og);
     const char* ck = c.ag_chunk(c.me, slot, j);
-    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)WARPS * step) {
+    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
       ull gi[U], e0[U];
       int v[U];
       c.place(j, og, gs, ng, gi, v, e0);
@@ -247,8 +250,10 @@ __device__ void lowprec_rounds(const Ctx& ctx, ull* sh) {
   store_round(a, c0 + R);
 }
 
-template <int DT, int FMT>
-__global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
+// THREADS: SNAPCCL_THREADS (two blocks per SM) or SNAPCCL_LP_WIDE_THREADS (one), the
+// same 128 registers per thread; the steps are shared, sized by blockDim at run time.
+template <int DT, int FMT, int THREADS>
+__global__ void __launch_bounds__(THREADS, THREADS == SNAPCCL_THREADS ? SNAPCCL_MIN_BLOCKS_PER_SM : 1)
     lowprec_kernel(const __grid_constant__ snapccl_kargs a) {
   __shared__ int bail;
   __shared__ ull sh_epoch, sh_round;
@@ -258,21 +263,30 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
   end(c);
 }
 
-template <int DT> cudaError_t launch_dt(const snapccl_kargs* a, int blocks, cudaStream_t s) {
-  switch (SNAPCCL_LP_MODE_FORMAT(a->mode)) {
-    case lp::FMT_FP8: lowprec_kernel<DT, lp::FMT_FP8><<<blocks, SNAPCCL_THREADS, 0, s>>>(*a); break;
-    case lp::FMT_INT8: lowprec_kernel<DT, lp::FMT_INT8><<<blocks, SNAPCCL_THREADS, 0, s>>>(*a); break;
-    case lp::FMT_INT4: lowprec_kernel<DT, lp::FMT_INT4><<<blocks, SNAPCCL_THREADS, 0, s>>>(*a); break;
-    default: return cudaErrorInvalidValue;
-  }
+template <int DT, int FMT> cudaError_t launch_fmt(const snapccl_kargs* a, int blocks, cudaStream_t s) {
+  if (SNAPCCL_LP_MODE_WIDE(a->mode))
+    lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS><<<blocks, SNAPCCL_LP_WIDE_THREADS, 0, s>>>(*a);
+  else
+    lowprec_kernel<DT, FMT, SNAPCCL_THREADS><<<blocks, SNAPCCL_THREADS, 0, s>>>(*a);
   return cudaGetLastError();
 }
 
-template <int DT> bool load_dt() {
+template <int DT> cudaError_t launch_dt(const snapccl_kargs* a, int blocks, cudaStream_t s) {
+  switch (SNAPCCL_LP_MODE_FORMAT(a->mode)) {
+    case lp::FMT_FP8: return launch_fmt<DT, lp::FMT_FP8>(a, blocks, s);
+    case lp::FMT_INT8: return launch_fmt<DT, lp::FMT_INT8>(a, blocks, s);
+    case lp::FMT_INT4: return launch_fmt<DT, lp::FMT_INT4>(a, blocks, s);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <int DT, int FMT> bool load_fmt() {
   cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, lowprec_kernel<DT, lp::FMT_FP8>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, lowprec_kernel<DT, lp::FMT_INT8>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, lowprec_kernel<DT, lp::FMT_INT4>) == cudaSuccess;
+  return cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>) == cudaSuccess &&
+         cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) == cudaSuccess;
+}
+template <int DT> bool load_dt() {
+  return load_fmt<DT, lp::FMT_FP8>() && load_fmt<DT, lp::FMT_INT8>() && load_fmt<DT, lp::FMT_INT4>();
 }
 
 } // namespace

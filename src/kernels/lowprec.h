@@ -28,11 +28,16 @@ enum { SNAPCCL_LP_OFF = 0, SNAPCCL_LP_FP8 = 1, SNAPCCL_LP_INT8 = 2, SNAPCCL_LP_I
 #define SNAPCCL_LP_GROUP_DEFAULT 256
 
 /* The kernel arguments reuse two fields of struct snapccl_kargs (no layout change):
- *   mode        = format << 16 | group size
+ *   mode        = wide << 24 | format << 16 | group size
  *   chunk_elems = groups per (block, round) x group size
- * dtype, devop (SUM, or PREMULSUM by 1/nranks = avg), count as for the other kernels. */
-#define SNAPCCL_LP_MODE(format, group) ((int)(((unsigned)(format) << 16) | (unsigned)(group)))
-#define SNAPCCL_LP_MODE_FORMAT(mode) ((int)((unsigned)(mode) >> 16))
+ * dtype, devop (SUM, or PREMULSUM by 1/nranks = avg), count as for the other kernels.
+ * wide: blocks of SNAPCCL_LP_WIDE_THREADS, one per SM, instead of SNAPCCL_THREADS (two per
+ * SM at this kernel's registers), for when every block may have an SM to itself. */
+#define SNAPCCL_LP_WIDE_THREADS 512
+#define SNAPCCL_LP_MODE(format, group, wide) \
+  ((int)(((unsigned)!!(wide) << 24) | ((unsigned)(format) << 16) | (unsigned)(group)))
+#define SNAPCCL_LP_MODE_WIDE(mode) ((int)(((unsigned)(mode) >> 24) & 1u))
+#define SNAPCCL_LP_MODE_FORMAT(mode) ((int)(((unsigned)(mode) >> 16) & 0xffu))
 #define SNAPCCL_LP_MODE_GROUP(mode) ((int)((unsigned)(mode) & 0xffffu))
 
 /* A staging chunk (one per slot, source and block, chunk_bytes long, as for the two-shot)

@@ -22,14 +22,17 @@ ncclResult_t snapccl_transport_local_info(struct snapccl_comm* comm, struct snap
   return ncclSuccess;
 }
 
-/* Blocks this rank can promise to keep resident: ranks of one process on one GPU run
- * their kernels at once and each spins until the others arrive, so they split what
- * fits on the GPU; half of that is kept back for other communicators and for the
- * application's own kernels. */
+/* Ranks of one process on one GPU run their kernels at once and each spins until the
+ * others arrive, so what a rank may keep resident is its share of the GPU, of which half
+ * is kept back for other communicators and for the application's own kernels. */
+static int local_share(const struct snapccl_comm* comm) {
+  return comm->ranks_on_dev_in_proc > 0 ? comm->ranks_on_dev_in_proc : 1;
+}
+
+/* Blocks of SNAPCCL_THREADS this rank can promise to keep resident. */
 static int local_block_cap(const struct snapccl_comm* comm, int blocks_per_sm) {
   const struct snapccl_peer_info* me = &comm->peers[comm->rank];
-  int share = comm->ranks_on_dev_in_proc > 0 ? comm->ranks_on_dev_in_proc : 1;
-  int cap = me->sm_count * (blocks_per_sm > 0 ? blocks_per_sm : 1) / 2 / share;
+  int cap = me->sm_count * (blocks_per_sm > 0 ? blocks_per_sm : 1) / 2 / local_share(comm);
   const struct snapccl_env* env = snapccl_env();
   if (env->max_blocks > 0 && env->max_blocks < cap) cap = env->max_blocks;
   if (comm->config.max_ctas > 0 && comm->config.max_ctas < cap) cap = comm->config.max_ctas;
@@ -37,8 +40,15 @@ static int local_block_cap(const struct snapccl_comm* comm, int blocks_per_sm) {
   return cap < 1 ? 1 : cap;
 }
 
+/* Blocks that fill a whole SM each (a kernel of wider blocks) this rank can promise. */
+static int local_whole_sms(const struct snapccl_comm* comm) {
+  int sms = comm->peers[comm->rank].sm_count / 2 / local_share(comm);
+  return sms < 1 ? 1 : sms;
+}
+
 struct sizing {
   int32_t max_blocks;
+  int32_t whole_sms;
   int32_t kernels_ok;
   int64_t buffsize;
   int64_t timeout_ms;
@@ -49,12 +59,14 @@ static ncclResult_t agree_sizing(struct snapccl_comm* comm, struct sizing* out) 
   if (!all) SNAP_FAIL(ncclSystemError, "out of memory");
   const struct snapccl_env* env = snapccl_env();
   int per_sm = 0, ok = snapccl_kernels_runnable(&per_sm);
-  all[comm->rank] = (struct sizing){local_block_cap(comm, per_sm), ok, env->buffsize, env->timeout_ms};
+  all[comm->rank] = (struct sizing){local_block_cap(comm, per_sm), local_whole_sms(comm), ok, env->buffsize,
+                                    env->timeout_ms};
   ncclResult_t res = snapccl_oob_allgather(comm, all, sizeof *all);
   if (res == ncclSuccess) {
     *out = all[0];
     for (int r = 1; r < comm->nranks; r++) {
       if (all[r].max_blocks < out->max_blocks) out->max_blocks = all[r].max_blocks;
+      if (all[r].whole_sms < out->whole_sms) out->whole_sms = all[r].whole_sms;
       if (all[r].buffsize < out->buffsize) out->buffsize = all[r].buffsize;
       out->kernels_ok &= all[r].kernels_ok;
     }
@@ -99,6 +111,7 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
     return ncclSuccess;
   }
   t->max_blocks = sz.max_blocks;
+  t->whole_sms = sz.whole_sms;
   snapccl_ws_layout_compute(&t->lay, comm->nranks, sz.max_blocks, sz.buffsize);
   /* A local failure must not leave the peers waiting in the exchanges below: note it,
    * carry on through every collective step, and let the agreement disable the
@@ -125,9 +138,9 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   SNAP_CHECK(snapccl_oob_barrier(comm));
   INFO(SUB_TRANSPORT,
        "comm rank %d: %s; workspace %.1f MiB (staging chunk %llu B, one-shot %llu B), "
-       "%d blocks per call at most, device timeout %lld ms",
+       "%d blocks per call at most (%d filling an SM each), device timeout %lld ms",
        comm->rank, t->usable ? "P2P ready" : t->reason, (double)t->lay.total / (1 << 20),
-       t->lay.chunk_bytes, t->lay.oneshot_bytes, t->max_blocks, (long long)sz.timeout_ms);
+       t->lay.chunk_bytes, t->lay.oneshot_bytes, t->max_blocks, t->whole_sms, (long long)sz.timeout_ms);
   return ncclSuccess;
 }
 

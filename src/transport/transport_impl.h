@@ -16,7 +16,9 @@
 struct snapccl_transport {
   int usable;          /* collectives can run (P2P, kernels for this GPU, rank count) */
   char reason[200];    /* why not, when !usable */
-  int max_blocks;      /* agreed by all ranks */
+  int max_blocks;      /* agreed by all ranks: blocks of SNAPCCL_THREADS a call may use */
+  int whole_sms;       /* agreed: blocks a call may use if each fills an SM (a kernel of
+                          wider blocks, as the low-precision one may launch) */
   struct snapccl_ws_layout lay;
   char* ws_local;      /* cudaMalloc'd, exported through legacy CUDA IPC */
   char* ws[SNAPCCL_MAX_RANKS]; /* every rank's workspace in this process's address space */

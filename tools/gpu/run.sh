@@ -190,6 +190,7 @@ phase_features() {
   step lowprec_perf 300 $E -- $P/lowprec_accuracy --perf -b 1M -e 256M -f 4
   for g in 256 32 96 1024; do step "lowprec_kernels_G$g" 120 -- $P/lowprec_kernels -G $g; done
   step lowprec_kernels_B64 120 -- $P/lowprec_kernels -B 64
+  step lowprec_kernels_B64_wide 120 -- $P/lowprec_kernels -B 64 -w
   # The low-precision kernels under memcheck: misaligned buffers, odd groups (idle lanes,
   # teams of 3, 15 and 31 lanes) and partial groups, and the isolated kernels.
   local san="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer) --error-exitcode 1 --tool memcheck"
@@ -233,6 +234,7 @@ phase_mg_features() {
   step "nccl_allreduce_bf16_g$n" 90 LD_LIBRARY_PATH=$REAL_DIR:$LD_LIBRARY_PATH -- \
     "$NT_NV/all_reduce_perf" -b 1M -e 1G -f 2 -g "$n" -d bfloat16 -c 0 -n 20 -w 5
   step lowprec_kernels_B64 60 -- $P/lowprec_kernels -B 64
+  step lowprec_kernels_B64_wide 60 -- $P/lowprec_kernels -B 64 -w
   step "fused_bench_g$n" 60 $E -- $P/fused_rmsnorm_bench -g "$n"
 }
 

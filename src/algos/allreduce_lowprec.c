@@ -173,8 +173,8 @@ static unsigned long long gcd(unsigned long long a, unsigned long long b) {
   return a;
 }
 
-static void geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
-                     struct snapccl_geom* g) {
+void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
+                              struct snapccl_geom* g) {
   const unsigned long long G = (unsigned long long)s->group, gbytes = G * snapccl_dtype_size(c->dtype);
   const unsigned long long sl = slice_elems(c, s->group), groups = sl / G;
   unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
@@ -204,7 +204,7 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   const char* why = check(c, &s); /* the setting may have changed since the selection */
   if (why) SNAP_FAIL(ncclInvalidUsage, "low-precision all-reduce cannot run: %s", why);
   struct snapccl_geom g;
-  geometry(c, &s, &g);
+  snapccl_lowprec_geometry(c, &s, &g);
   return snapccl_launch_coll(c, snapccl_launch_lowprec, &g);
 }
 

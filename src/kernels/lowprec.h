@@ -117,6 +117,11 @@ int snapccl_lowprec_parse_format(const char* s);
 int snapccl_lowprec_group_ok(int group);
 /* The setting a call on comm uses: the communicator's if set, else the environment's. */
 void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out);
+/* The grid and chunk of a call (algos/allreduce_lowprec.c; exposed for the unit tests). */
+struct snapccl_coll;
+struct snapccl_geom;
+void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
+                              struct snapccl_geom* g);
 
 #ifdef __cplusplus
 }

@@ -5,8 +5,9 @@
  * of every format within bounds derived below, ties to even, saturation, zero groups,
  * non-finite elements, every group size and partial last groups, and the simulation of
  * the whole algorithm against an fp64 reference. Then the settings (environment and
- * snapcclCommSetLowPrecision) and the selection on a fake communicator (as in
- * test_api_errors.c, plus a transport that says "usable" so the selector can run).
+ * snapcclCommSetLowPrecision), the selection on a fake communicator (as in
+ * test_api_errors.c, plus a transport that says "usable" so the selector can run), and
+ * the grid and chunk geometry of every call shape on such a transport.
  *
  * ---- Error bounds (u = 2^-24, the unit roundoff of fp32) ----
  * A group with finite absmax A and largest code Q (int8 127, int4 7; flagged groups one
@@ -41,6 +42,7 @@
 #include <string.h>
 
 #include "algos/algo.h"
+#include "algos/launch.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
@@ -732,4 +734,86 @@ Test(lowprec_settings, selection) {
   cr_assert_str_eq(query(one, big, ncclFloat32, ncclSum), "copy");
   cr_assert(strstr(reason(one, big, ncclFloat32, ncclSum), "one rank"));
   fake_free(one);
+}
+
+/* ---------------------------------------------------------------- geometry */
+
+/* The grid and chunk of a call (snapccl_lowprec_geometry), on a fake transport of 64
+ * blocks: every group lands in some block's share of some round, a share fits the chunk,
+ * the last round is not empty, shares are a whole number of 4 KiB of data whenever the
+ * chunk can hold that many groups (on the H100 other sizes ran the kernel up to 2x
+ * slower, docs/LOWPREC.md), and the blocks are wide exactly when each may fill an SM. */
+static void check_geometry(struct snapccl_comm* c, size_t count, ncclDataType_t dt, int format, int group,
+                           struct snapccl_geom* g) {
+  const struct snapccl_lowprec_setting s = {format, group, 0, 0};
+  struct snapccl_coll coll = {0};
+  coll.kind = COLL_ALLREDUCE;
+  coll.count = count;
+  coll.dtype = dt;
+  coll.op = ncclSum;
+  coll.comm = c;
+  snapccl_lowprec_geometry(&coll, &s, g);
+  const struct snapccl_transport* t = c->transport;
+  const unsigned long long G = (unsigned long long)group, es = snapccl_dtype_size(dt), n = (unsigned long long)c->nranks;
+  const unsigned long long groups = ((count + n - 1) / n + G - 1) / G;
+  const unsigned long long P = snapccl_lp_payload_bytes(format, group);
+  const unsigned long long m = g->chunk_elems / G;
+  cr_assert(g->chunk_elems % G == 0 && m >= 1);
+  cr_assert(g->blocks >= 1 && g->blocks <= t->max_blocks);
+  cr_assert_leq(snapccl_lp_scales_bytes(m) + m * P, t->lay.chunk_bytes, "a share fits its chunk");
+  const unsigned long long per_round = (unsigned long long)g->blocks * m;
+  const unsigned long long rounds = (groups + per_round - 1) / per_round;
+  cr_assert((rounds ? rounds - 1 : 0) * per_round < groups || groups == 0, "the last round is not empty");
+  /* Whole 4 KiB shares when q groups (the smallest whole share) fit the chunk. */
+  unsigned long long q = 1;
+  while ((q * G * es) % 4096) q++;
+  const int q_fits = snapccl_lp_scales_bytes(q) + q * P <= t->lay.chunk_bytes;
+  cr_assert(!q_fits || (m * G * es) % 4096 == 0, "count %zu dtype %d fmt %d G %d: share of %llu groups", count, dt,
+            format, group, m);
+  /* Balanced: no more than one whole share's rounding above an even split. */
+  const unsigned long long even = rounds ? (groups + rounds * g->blocks - 1) / (rounds * g->blocks) : 0;
+  cr_assert(m < even + q, "share %llu groups for an even split of %llu", m, even);
+  cr_assert_eq(SNAPCCL_LP_MODE_FORMAT(g->mode), format);
+  cr_assert_eq(SNAPCCL_LP_MODE_GROUP(g->mode), group);
+  cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g->mode), g->blocks <= t->whole_sms, "wide iff every block may fill an SM");
+}
+
+Test(lowprec_settings, geometry) {
+  static const int nranks[] = {2, 3, 4, 8};
+  static const int groups[] = {32, 96, 256, 1024};
+  static const long long staging[] = {16ll << 20, 64ll << 20, 256ll << 20};
+  static const int whole[] = {0, 8, 33, 66};
+  static const size_t counts[] = {1, 17, 4097, (1u << 20) + 3, 10000000, 20000000, 32u << 20, 100000007};
+  for (size_t r = 0; r < NELEMS(nranks); r++) {
+    struct snapccl_comm* c = fake_new(nranks[r]);
+    for (size_t b = 0; b < NELEMS(staging); b++)
+      for (size_t w = 0; w < NELEMS(whole); w++) {
+        c->transport->max_blocks = 64;
+        c->transport->whole_sms = whole[w];
+        snapccl_ws_layout_compute(&c->transport->lay, nranks[r], 64, staging[b]);
+        for (size_t d = 0; d < NELEMS(dtypes); d++)
+          for (size_t f = 0; f < NELEMS(formats); f++)
+            for (size_t k = 0; k < NELEMS(groups); k++)
+              for (size_t n = 0; n < NELEMS(counts); n++) {
+                struct snapccl_geom g;
+                check_geometry(c, counts[n], dtypes[d], formats[f], groups[k], &g);
+              }
+      }
+    fake_free(c);
+  }
+  /* The case that was slow on the H100: 64 MiB of float16 in fp8, 2 ranks, default staging.
+   * An even split is 3 rounds of 342 groups per block; whole 4 KiB shares make it 344. */
+  struct snapccl_comm* c = fake_new(2);
+  c->transport->max_blocks = 64;
+  c->transport->whole_sms = 33;
+  snapccl_ws_layout_compute(&c->transport->lay, 2, 64, 64ll << 20);
+  struct snapccl_geom g;
+  check_geometry(c, 32u << 20, ncclFloat16, SNAPCCL_LP_FP8, 256, &g);
+  cr_assert_eq(g.blocks, 64);
+  cr_assert_eq(g.chunk_elems, 344ull * 256);
+  cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 0, "64 blocks, 33 may fill an SM: 256-thread blocks");
+  check_geometry(c, 1u << 19, ncclFloat16, SNAPCCL_LP_FP8, 256, &g); /* 1 MiB */
+  cr_assert_eq(g.blocks, 16);
+  cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 1, "16 blocks fit the 33 whole SMs: wide");
+  fake_free(c);
 }

@@ -1,12 +1,14 @@
 /* Ranks in separate processes sharing the GPU (each rank r on GPU r % ndev): the
  * collectives of every algorithm over a spread of dtypes, ops and counts at world sizes
- * 2 and 3; init and clean destroy at 2 and 4; a peer SIGKILLed in the middle of a loop
+ * 2 and 3; init and clean destroy at 2 and 4; the low-precision all-reduce on large
+ * calls (wide blocks, several rounds); a peer SIGKILLed in the middle of a loop
  * of all-reduces, which the survivor must notice within SNAPCCL_TIMEOUT_MS + 1 s.
  *
  * This process never touches CUDA: it forks the ranks first, then creates the unique id
  * (its bootstrap root thread lives here) and hands it to them through pipes. Ranks never
  * use Criterion; they report through their exit status, stderr and a pipe. Processes
- * time-slice the GPU (milliseconds per flag round trip), so the cases are small.
+ * time-slice the GPU (milliseconds per flag round trip), so the cases are small but for
+ * the low-precision ones, which must be large enough for 64 blocks and two rounds.
  * compute-sanitizer does not follow ranks forked without exec, so the sanitizer runs of
  * run_gpu_suite.sh use the in-process subset of test_allreduce.c instead. */
 #include <criterion/criterion.h>
@@ -21,6 +23,8 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "kernels/lowprec.h"
+#include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 #define EXIT_SKIP 77
@@ -280,6 +284,104 @@ static void init_test(int n) {
 
 Test(mp_init, ws2, .timeout = 150) { init_test(2); }
 Test(mp_init, ws4, .timeout = 150) { init_test(4); }
+
+/* ---------------------------------------------------------------- low precision */
+
+/* One rank per process, as on a host with a GPU per rank: every block of the
+ * low-precision all-reduce may have an SM to itself (the transport's whole-SM promise is
+ * half the GPU, 66 on an H100), so calls that need all 64 blocks run the wide 512-thread
+ * kernel over several rounds, a shape that ranks sharing a GPU in one process (test_lowprec.c)
+ * never reach. Each count below takes 2 rounds with the default staging at world size 2.
+ * Every rank's output must equal the CPU simulation bit for bit. */
+struct lp_mp_case {
+  int fmt, group;
+  ncclDataType_t dt;
+  size_t count;
+};
+static const struct lp_mp_case lp_mp_cases[] = {
+    {SNAPCCL_LOWPREC_FP8, 256, ncclFloat16, 20000003},
+    {SNAPCCL_LOWPREC_INT4, 128, ncclBfloat16, 36000001},
+    {SNAPCCL_LOWPREC_INT8, 1024, ncclFloat32, 20000000},
+};
+
+/* Roughly unit-variance values with rare large ones, a function of (case, rank). */
+static void lp_mp_gen(const struct lp_mp_case* c, int k, int rank, unsigned char* p) {
+  uint64_t s = t_mix(0x10ecull ^ ((uint64_t)k << 32) ^ t_mix(0x1e7ull + (uint64_t)rank));
+  for (size_t i = 0; i < c->count; i++) {
+    const uint64_t r = t_rand(&s);
+    double v = ((double)(r >> 11) * 0x1.0p-53 - 0.5) * 3.4;
+    if ((r & 0x3ff) == 7) v *= 300;
+    t_put(c->dt, p, i, v);
+  }
+}
+
+static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg, int report) {
+  char err[T_ERRLEN];
+  struct t_world w;
+  (void)arg;
+  if (t_gpu_count() <= 0) return EXIT_SKIP;
+  t_env_defaults();
+  if (t_world_init_rank(&w, n, rank, id, err) != 0) RANK_FAIL("%s", err);
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (int k = 0; k < (int)NELEMS(lp_mp_cases); k++) {
+    const struct lp_mp_case* c = &lp_mp_cases[k];
+    const size_t bytes = c->count * t_dt_size(c->dt);
+    unsigned char* in[T_MAXR] = {0};
+    unsigned char *want = malloc(bytes), *got = malloc(bytes);
+    void *dsend = NULL, *drecv = NULL;
+    if (!want || !got) RANK_FAIL("out of memory");
+    for (int r = 0; r < n; r++) {
+      if (!(in[r] = malloc(bytes))) RANK_FAIL("out of memory");
+      lp_mp_gen(c, k, r, in[r]);
+    }
+    if (cudaMalloc(&dsend, bytes) != cudaSuccess || cudaMalloc(&drecv, bytes) != cudaSuccess ||
+        cudaMemcpy(dsend, in[rank], bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemset(drecv, 0xff, bytes) != cudaSuccess) /* NaN in every dtype */
+      RANK_FAIL("case %d: device buffers: %s", k, cudaGetErrorString(cudaGetLastError()));
+    const char* algo = NULL;
+    if (snapcclCommSetLowPrecision(w.comm[rank], c->fmt, c->group, 0) != ncclSuccess ||
+        snapcclQueryAlgorithm(w.comm[rank], "allreduce", c->count, c->dt, ncclSum, &algo) != ncclSuccess)
+      RANK_FAIL("case %d: %s", k, ncclGetLastError(w.comm[rank]));
+    if (!algo || strcmp(algo, "lowprec")) RANK_FAIL("case %d: %s chosen, not lowprec", k, algo ? algo : "nothing");
+    if (ncclAllReduce(dsend, drecv, c->count, c->dt, ncclSum, w.comm[rank], w.stream[rank]) != ncclSuccess)
+      RANK_FAIL("case %d: ncclAllReduce: %s", k, ncclGetLastError(w.comm[rank]));
+    if (t_world_sync(&w, t_wait_bound_s(), err) != 0) RANK_FAIL("case %d: %s", k, err);
+    if (cudaMemcpy(got, drecv, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
+      RANK_FAIL("case %d: copy back: %s", k, cudaGetErrorString(cudaGetLastError()));
+    if (snapccl_lp_simulate(c->fmt, c->group, c->dt, n, 0, c->count, (const void* const*)in, want) != 0)
+      RANK_FAIL("case %d: the simulation refused it", k);
+    const size_t es = t_dt_size(c->dt);
+    for (size_t i = 0; i < c->count; i++)
+      if (memcmp(got + i * es, want + i * es, es))
+        RANK_FAIL("case %d (%s, group %d, %s, count %zu): element %zu is %g, the simulation's %g", k,
+                  c->fmt == SNAPCCL_LOWPREC_FP8 ? "fp8" : c->fmt == SNAPCCL_LOWPREC_INT8 ? "int8" : "int4", c->group,
+                  t_dt_name(c->dt), c->count, i, t_get(c->dt, got, i), t_get(c->dt, want, i));
+    for (size_t i = 0; i < bytes; i++) hash = (hash ^ got[i]) * 0x100000001b3ull;
+    if (cudaFree(dsend) != cudaSuccess || cudaFree(drecv) != cudaSuccess) RANK_FAIL("cudaFree failed");
+    for (int r = 0; r < n; r++) free(in[r]);
+    free(want);
+    free(got);
+  }
+  if (t_world_free(&w, err) != 0) RANK_FAIL("%s", err);
+  if (write(report, &hash, sizeof hash) != (ssize_t)sizeof hash) RANK_FAIL("report: %s", strerror(errno));
+  return 0;
+}
+
+Test(mp_lowprec, ws2_wide_rounds, .timeout = 420) {
+  char err[T_ERRLEN];
+  struct mp m;
+  int skipped = 0;
+  uint64_t hash[2];
+  T_REQUIRE_GPU_FORKED();
+  t_env_defaults();
+  T_OK(mp_spawn(&m, 2, lowprec_rank, NULL, 400, err), err);
+  T_OK(mp_wait(&m, 400, err), err);
+  T_OK(mp_check(&m, &skipped, err), err);
+  if (skipped) cr_skip_test("no GPU");
+  for (int r = 0; r < 2; r++) T_OK(mp_read(&m, r, &hash[r], sizeof hash[r], 5, err), err);
+  cr_assert_eq(hash[1], hash[0], "the ranks' low-precision results differ bitwise");
+  mp_close(&m);
+}
 
 /* ---------------------------------------------------------------- a killed peer */
 

@@ -146,22 +146,21 @@ static double cost(const struct snapccl_coll* c) {
   return 0.0;
 }
 
-/* Blocks: one per 32 KiB of unquantised slice, within the agreed cap; then as few rounds
- * as the chunks allow, balanced across blocks (as snapccl_staged_geometry, in groups).
- * Only values every rank shares go in, so every rank computes the same grid.
+/* The grid as snapccl_split_rounds makes it, in groups (slices start on group boundaries,
+ * so a group never straddles two owners). Only values every rank shares go in, so every
+ * rank computes the same grid.
  *
- * A block's share of a round (m groups) is also rounded up to a whole number of
- * ALIGN_BYTES of unquantised data where the chunk allows: measured on an H100
- * (docs/LOWPREC.md, "Where a round's time goes"), shares of any other size made every step
- * of this kernel up to 2x slower per group (64 MiB fp8, 3 rounds of 342 groups: 410 us; of
- * 344: 303 us; 2 KiB multiples gained only part). Why is not known; the full-precision
- * kernels showed no such effect. The last blocks of the last round get fewer groups.
+ * A block's share of a round (m groups) is also a whole number of ALIGN_BYTES of
+ * unquantised data where the chunk allows: measured on an H100 (docs/LOWPREC.md, "Where a
+ * round's time goes"), shares of any other size made every step of this kernel up to 2x
+ * slower per group (64 MiB fp8, 3 rounds of 342 groups: 410 us; of 344: 303 us; 2 KiB
+ * multiples gained only part). Why is not known; the full-precision kernels showed no such
+ * effect. The last blocks of the last round get fewer groups.
  *
  * Wide blocks (16 warps, one per SM) when every block may have an SM of its own within the
  * residency promise (one rank per GPU, or small calls): on an H100 the kernel's steps are
  * latency-bound at 8 warps per SM, and 64 wide blocks ran 256 MiB fp8 in 907 us where 64
  * of 256 threads took 1134 (two ranks sharing the GPU, docs/LOWPREC.md). */
-#define MIN_BLOCK_BYTES (32u << 10)
 #define ALIGN_BYTES 4096ull
 
 static unsigned long long gcd(unsigned long long a, unsigned long long b) {
@@ -176,26 +175,18 @@ static unsigned long long gcd(unsigned long long a, unsigned long long b) {
 void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
                               struct snapccl_geom* g) {
   const unsigned long long G = (unsigned long long)s->group, gbytes = G * snapccl_dtype_size(c->dtype);
-  const unsigned long long sl = slice_elems(c, s->group), groups = sl / G;
+  const unsigned long long groups = slice_elems(c, s->group) / G;
   unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
                                                    snapccl_lp_payload_bytes(s->format, s->group));
-  const unsigned long long q = ALIGN_BYTES / gcd(ALIGN_BYTES, gbytes); /* groups per aligned step */
-  if (cap >= q) cap = cap / q * q;
-  unsigned long long want = (sl * snapccl_dtype_size(c->dtype) + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
-  if (want > groups) want = groups;
-  int blocks = snapccl_coll_max_blocks(c);
-  if (want < (unsigned long long)blocks) blocks = want ? (int)want : 1;
-  unsigned long long per_round = (unsigned long long)blocks * cap;
-  unsigned long long rounds = (groups + per_round - 1) / per_round;
-  if (rounds == 0) rounds = 1;
-  unsigned long long m = (groups + rounds * blocks - 1) / (rounds * blocks);
-  if (cap >= q) m = (m + q - 1) / q * q;
-  if (m > cap) m = cap;
-  if (m == 0) m = 1;
-  g->blocks = blocks;
-  g->mode = SNAPCCL_LP_MODE(s->format, s->group, blocks <= snapccl_coll_whole_sms(c));
+  unsigned long long q = ALIGN_BYTES / gcd(ALIGN_BYTES, gbytes); /* groups per aligned share */
+  if (cap >= q)
+    cap = cap / q * q;
+  else
+    q = 1; /* the chunk cannot hold one aligned share */
+  const unsigned long long m = snapccl_split_rounds(c, groups, gbytes, cap, q, &g->blocks);
+  g->mode = SNAPCCL_LP_MODE(s->format, s->group, g->blocks <= snapccl_coll_whole_sms(c));
   g->count = c->count;
-  g->chunk_elems = m * G;
+  g->chunk_elems = (m ? m : 1) * G;
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {

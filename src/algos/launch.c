@@ -44,24 +44,27 @@ void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_by
  * slice in as few rounds as the staging allows, and rounds balanced across blocks. */
 #define MIN_BLOCK_BYTES (32u << 10)
 
+unsigned long long snapccl_split_rounds(const struct snapccl_coll* coll, unsigned long long units,
+                                        unsigned long long unit_bytes, unsigned long long cap,
+                                        unsigned long long quantum, int* blocks) {
+  unsigned long long want = (units * unit_bytes + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
+  int b = snapccl_coll_max_blocks(coll);
+  if (want < (unsigned long long)b) b = want ? (int)want : 1;
+  unsigned long long per_round = (unsigned long long)b * cap;
+  unsigned long long rounds = (units + per_round - 1) / per_round;
+  if (rounds == 0) rounds = 1;
+  unsigned long long share = (units + rounds * b - 1) / (rounds * b);
+  share = (share + quantum - 1) / quantum * quantum;
+  *blocks = b;
+  return share > cap ? cap : share;
+}
+
 void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,
                              size_t esize, struct snapccl_geom* g) {
-  const struct snapccl_ws_layout* lay = snapccl_coll_layout(coll);
   const unsigned long long epp = SNAPCCL_PACK / esize;
-  const unsigned long long cap_elems = lay->chunk_bytes / esize / epp * epp;
-  unsigned long long bytes = slice_elems * esize;
-  unsigned long long want = (bytes + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
-  int blocks = snapccl_coll_max_blocks(coll);
-  if (want < (unsigned long long)blocks) blocks = want ? (int)want : 1;
-  unsigned long long per_round = (unsigned long long)blocks * cap_elems;
-  unsigned long long rounds = (slice_elems + per_round - 1) / per_round;
-  if (rounds == 0) rounds = 1;
-  unsigned long long per_block = (slice_elems + rounds * blocks - 1) / (rounds * blocks);
-  unsigned long long chunk = (per_block + epp - 1) / epp * epp;
-  if (chunk > cap_elems) chunk = cap_elems;
-  if (chunk == 0) chunk = epp;
-  g->blocks = blocks;
-  g->chunk_elems = chunk;
+  const unsigned long long cap_elems = snapccl_coll_layout(coll)->chunk_bytes / esize / epp * epp;
+  unsigned long long chunk = snapccl_split_rounds(coll, slice_elems, esize, cap_elems, epp, &g->blocks);
+  g->chunk_elems = chunk ? chunk : epp;
 }
 
 double snapccl_staged_rounds(const struct snapccl_coll* coll, unsigned long long slice_elems,

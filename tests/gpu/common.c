@@ -764,8 +764,9 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
   return 0;
 }
 
-static uint64_t fnv(uint64_t h, const unsigned char* p, size_t n) {
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+uint64_t t_fnv(uint64_t h, const void* p, size_t n) {
+  const unsigned char* b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
   return h;
 }
 
@@ -815,7 +816,7 @@ static int verify_rank(struct t_world* w, const struct t_case* c, struct t_bufs*
     return t_fail(err, "rank %d's result differs bitwise from rank %d's at element %zu", r,
                 w->first, d / es);
   }
-  if (c->coll != T_RS && w->nlocal < w->n) w->hash = fnv(w->hash, res, h->out_bytes);
+  if (c->coll != T_RS && w->nlocal < w->n) w->hash = t_fnv(w->hash, res, h->out_bytes);
   return 0;
 }
 

@@ -73,6 +73,8 @@ void t_put(ncclDataType_t dt, void* buf, size_t i, double v);
 /* ---- random numbers (splitmix64) ---- */
 uint64_t t_mix(uint64_t x);
 uint64_t t_rand(uint64_t* state);
+/* FNV-1a of n bytes continuing from h (t_world's hash starts at the offset basis). */
+uint64_t t_fnv(uint64_t h, const void* p, size_t n);
 
 /* ---- one collective call on every local rank ---- */
 struct t_case {

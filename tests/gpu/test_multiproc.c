@@ -233,25 +233,25 @@ static int cases_rank(int rank, int n, const ncclUniqueId* id, const void* arg, 
   return 0;
 }
 
-static void run_cases(int n) {
+/* fn on n forked ranks, each of which reports the hash of its results: all must agree. */
+static void run_hashed(int n, rank_fn fn) {
   char err[T_ERRLEN];
   struct mp m;
   int skipped = 0;
   uint64_t hash[T_MAXR];
   T_REQUIRE_GPU_FORKED();
   t_env_defaults();
-  T_OK(mp_spawn(&m, n, cases_rank, NULL, 400, err), err);
+  T_OK(mp_spawn(&m, n, fn, NULL, 400, err), err);
   T_OK(mp_wait(&m, 400, err), err);
   T_OK(mp_check(&m, &skipped, err), err);
   if (skipped) cr_skip_test("no GPU");
   for (int r = 0; r < n; r++) T_OK(mp_read(&m, r, &hash[r], sizeof hash[r], 5, err), err);
-  for (int r = 1; r < n; r++)
-    cr_assert_eq(hash[r], hash[0], "rank %d's all-reduce/all-gather results differ bitwise from rank 0's", r);
+  for (int r = 1; r < n; r++) cr_assert_eq(hash[r], hash[0], "rank %d's results differ bitwise from rank 0's", r);
   mp_close(&m);
 }
 
-Test(multiproc, ws2_cases, .timeout = 420) { run_cases(2); }
-Test(multiproc, ws3_cases, .timeout = 420) { run_cases(3); }
+Test(multiproc, ws2_cases, .timeout = 420) { run_hashed(2, cases_rank); }
+Test(multiproc, ws3_cases, .timeout = 420) { run_hashed(3, cases_rank); }
 
 /* ---------------------------------------------------------------- init and destroy */
 
@@ -322,7 +322,6 @@ static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg
   if (t_gpu_count() <= 0) return EXIT_SKIP;
   t_env_defaults();
   if (t_world_init_rank(&w, n, rank, id, err) != 0) RANK_FAIL("%s", err);
-  uint64_t hash = 0xcbf29ce484222325ull;
   for (int k = 0; k < (int)NELEMS(lp_mp_cases); k++) {
     const struct lp_mp_case* c = &lp_mp_cases[k];
     const size_t bytes = c->count * t_dt_size(c->dt);
@@ -356,32 +355,18 @@ static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg
         RANK_FAIL("case %d (%s, group %d, %s, count %zu): element %zu is %g, the simulation's %g", k,
                   c->fmt == SNAPCCL_LOWPREC_FP8 ? "fp8" : c->fmt == SNAPCCL_LOWPREC_INT8 ? "int8" : "int4", c->group,
                   t_dt_name(c->dt), c->count, i, t_get(c->dt, got, i), t_get(c->dt, want, i));
-    for (size_t i = 0; i < bytes; i++) hash = (hash ^ got[i]) * 0x100000001b3ull;
+    w.hash = t_fnv(w.hash, got, bytes);
     if (cudaFree(dsend) != cudaSuccess || cudaFree(drecv) != cudaSuccess) RANK_FAIL("cudaFree failed");
     for (int r = 0; r < n; r++) free(in[r]);
     free(want);
     free(got);
   }
   if (t_world_free(&w, err) != 0) RANK_FAIL("%s", err);
-  if (write(report, &hash, sizeof hash) != (ssize_t)sizeof hash) RANK_FAIL("report: %s", strerror(errno));
+  if (write(report, &w.hash, sizeof w.hash) != (ssize_t)sizeof w.hash) RANK_FAIL("report: %s", strerror(errno));
   return 0;
 }
 
-Test(mp_lowprec, ws2_wide_rounds, .timeout = 420) {
-  char err[T_ERRLEN];
-  struct mp m;
-  int skipped = 0;
-  uint64_t hash[2];
-  T_REQUIRE_GPU_FORKED();
-  t_env_defaults();
-  T_OK(mp_spawn(&m, 2, lowprec_rank, NULL, 400, err), err);
-  T_OK(mp_wait(&m, 400, err), err);
-  T_OK(mp_check(&m, &skipped, err), err);
-  if (skipped) cr_skip_test("no GPU");
-  for (int r = 0; r < 2; r++) T_OK(mp_read(&m, r, &hash[r], sizeof hash[r], 5, err), err);
-  cr_assert_eq(hash[1], hash[0], "the ranks' low-precision results differ bitwise");
-  mp_close(&m);
-}
+Test(mp_lowprec, ws2_wide_rounds, .timeout = 420) { run_hashed(2, lowprec_rank); }
 
 /* ---------------------------------------------------------------- a killed peer */
 

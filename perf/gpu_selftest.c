@@ -11,18 +11,7 @@
 #include "coll.h"
 #include "datacheck.h"
 #include "datagen.h"
-
-static int failures;
-
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      failures++;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fputc('\n', stderr);                                 \
-    }                                                      \
-  } while (0)
+#include "expect.h"
 
 #define CUDA(call)                                                                  \
   do {                                                                              \

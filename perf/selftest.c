@@ -11,20 +11,9 @@
 #include "args.h"
 #include "coll.h"
 #include "datagen.h"
+#include "expect.h"
 #include "format.h"
 #include "team.h"
-
-static int failures;
-
-#define EXPECT(cond, ...)                                   \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      failures++;                                           \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);  \
-      fprintf(stderr, __VA_ARGS__);                         \
-      fputc('\n', stderr);                                  \
-    }                                                       \
-  } while (0)
 
 /* A memory stream: *buf holds the text once f is closed (caller frees). */
 static FILE* capture(char** buf, size_t* len) {

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fnv.h"
 #include "nccl.h"
 
 #define FAKE_VERSION 22899
@@ -71,17 +72,6 @@ static void fake_log(const char* fmt, ...) {
     close(fd);
   }
   pthread_mutex_unlock(&g_lock);
-}
-
-/* FNV-1a over bytes: how ids and lists appear in the log. */
-static unsigned long long fnv(const void* p, size_t n) {
-  const unsigned char* b = p;
-  unsigned long long h = 1469598103934665603ull;
-  for (size_t i = 0; b && i < n; i++) {
-    h ^= b[i];
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 static int cfg_blocking(const ncclConfig_t* config) { return config ? config->blocking : -99; }

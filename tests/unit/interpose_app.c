@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fnv.h"
 #include "nccl.h"
 
 /* 2.28 functions, which snapccl's 2.27 header does not declare. */
@@ -39,17 +40,6 @@ static void call(const char* fmt, ...) {
 static ncclResult_t ret(const char* name, ncclResult_t r) {
   printf("RET %s %d\n", name, (int)r);
   return r;
-}
-
-/* Same checksum as fake_nccl.c. */
-static unsigned long long fnv(const void* p, size_t n) {
-  const unsigned char* b = p;
-  unsigned long long h = 1469598103934665603ull;
-  for (size_t i = 0; b && i < n; i++) {
-    h ^= b[i];
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 static void print_id(const char* tag, const ncclUniqueId* id) {

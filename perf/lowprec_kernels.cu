@@ -10,7 +10,7 @@
 // each timed over ITERS launches (CUDA events) on a grid that fills the GPU at the
 // kernel's residency (two blocks of 256 threads per SM, as the collective's; with -w one
 // block of 512 threads per SM, as its wide mode), or of BLOCKS blocks (the all-reduce
-// runs at most SNAPCCL_MAX_BLOCKS = 64 per rank). The
+// runs at most SNAPCCL_MAX_BLOCKS = 128 per rank, 256 threads each). The
 // kernels run kernels/lowprec_tile.cuh's quantise_put and get_dequantise, the very
 // functions of the all-reduce's steps 1 and 3, with the codes in plain device memory
 // instead of a peer's staging.

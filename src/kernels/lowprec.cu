@@ -289,6 +289,18 @@ template <int DT> bool load_dt() {
   return load_fmt<DT, lp::FMT_FP8>() && load_fmt<DT, lp::FMT_INT8>() && load_fmt<DT, lp::FMT_INT4>();
 }
 
+// Blocks of the 256-thread kernel that fit on an SM (the wide one is counted in whole SMs).
+template <int DT, int FMT> void occupancy_fmt(int& fit) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS,
+                                                    0) != cudaSuccess)
+    n = 0;
+  if (n < fit) fit = n;
+}
+template <int DT> void occupancy_dt(int& fit) {
+  occupancy_fmt<DT, lp::FMT_FP8>(fit), occupancy_fmt<DT, lp::FMT_INT8>(fit), occupancy_fmt<DT, lp::FMT_INT4>(fit);
+}
+
 } // namespace
 } // namespace snap
 
@@ -302,6 +314,12 @@ extern "C" __attribute__((visibility("default"))) int snapccl_lp_trace_take(snap
 
 extern "C" int snapccl_load_lowprec_kernels(void) {
   return snap::load_dt<ncclFloat16>() && snap::load_dt<ncclBfloat16>() && snap::load_dt<ncclFloat32>();
+}
+
+extern "C" int snapccl_lowprec_blocks_per_sm(void) {
+  int fit = 1 << 30;
+  snap::occupancy_dt<ncclFloat16>(fit), snap::occupancy_dt<ncclBfloat16>(fit), snap::occupancy_dt<ncclFloat32>(fit);
+  return fit;
 }
 
 extern "C" cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks,

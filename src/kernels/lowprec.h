@@ -79,7 +79,7 @@ enum {
   SNAPCCL_LP_TR_EVENTS
 };
 #define SNAPCCL_LP_TR_RANKS 8
-#define SNAPCCL_LP_TR_BLOCKS 64
+#define SNAPCCL_LP_TR_BLOCKS SNAPCCL_MAX_BLOCKS
 #define SNAPCCL_LP_TR_ROUNDS 16
 typedef unsigned long long snapccl_lp_trace_t[SNAPCCL_LP_TR_RANKS][SNAPCCL_LP_TR_BLOCKS][SNAPCCL_LP_TR_ROUNDS]
                                              [SNAPCCL_LP_TR_EVENTS];

@@ -219,6 +219,8 @@ template <int DT> static void load_float_dtype(bool& ok) {
   ok &= cudaFuncGetAttributes(&attr, snap::lamport_kernel<DT>) == cudaSuccess;
 }
 extern "C" int snapccl_load_staged_kernels(void);
+extern "C" int snapccl_staged_blocks_per_sm(void);  /* kernels/staged.cu */
+extern "C" int snapccl_lowprec_blocks_per_sm(void); /* kernels/lowprec.cu */
 extern "C" int snapccl_load_lowprec_kernels(void); /* kernels/lowprec.cu */
 extern "C" cudaError_t snapccl_load_fused_kernels(int* blocks_per_sm); /* kernels/fused_rmsnorm.cu */
 
@@ -246,7 +248,10 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   int fused_per_sm = 0;
   if (!snapccl_load_lowprec_kernels()) (void)cudaGetLastError();
   if (snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) (void)cudaGetLastError();
-  /* The fattest instantiations bound what fits; launch bounds promise at least two. */
+  /* Every kernel sized by the block cap counts: the fattest one bounds what fits (launch
+   * bounds promise at least two). The one-shot kernels fit 3 on an H100, the staged and
+   * low-precision ones (108-128 registers) 2: counting only the former let ranks sharing
+   * a GPU hold three quarters of it instead of half. */
   int a = 0, b = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, snap::oneshot_kernel<ncclFloat8e4m3>,
                                                     SNAPCCL_THREADS, 0) != cudaSuccess ||
@@ -255,6 +260,16 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
     (void)cudaGetLastError();
     return 0;
   }
-  *blocks_per_sm = a < b ? a : b;
+  int fit = a < b ? a : b;
+  const int staged = snapccl_staged_blocks_per_sm();
+  if (staged <= 0) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (staged < fit) fit = staged;
+  const int lowprec = snapccl_lowprec_blocks_per_sm(); /* optional feature: 0 if it did not load */
+  if (lowprec > 0 && lowprec < fit) fit = lowprec;
+  (void)cudaGetLastError();
+  *blocks_per_sm = fit;
   return 1;
 }

@@ -208,6 +208,26 @@ extern "C" int snapccl_load_staged_kernels(void) {
          load_staged<ncclBfloat16>() && load_staged<ncclFloat8e4m3>() && load_staged<ncclFloat8e5m2>();
 }
 
+// How many blocks of the fattest staged kernel fit on an SM (0: the query failed).
+template <int DT> static void occupancy_staged(int& fit) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, snap::staged_reduce_kernel<DT>, SNAPCCL_THREADS, 0) != cudaSuccess)
+    n = 0;
+  if (n < fit) fit = n;
+}
+
+extern "C" int snapccl_staged_blocks_per_sm(void) {
+  int fit = 1 << 30, n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, snap::allgather_kernel, SNAPCCL_THREADS, 0) != cudaSuccess)
+    return 0;
+  fit = n;
+  occupancy_staged<ncclInt8>(fit), occupancy_staged<ncclUint8>(fit), occupancy_staged<ncclInt32>(fit);
+  occupancy_staged<ncclUint32>(fit), occupancy_staged<ncclInt64>(fit), occupancy_staged<ncclUint64>(fit);
+  occupancy_staged<ncclFloat16>(fit), occupancy_staged<ncclFloat32>(fit), occupancy_staged<ncclFloat64>(fit);
+  occupancy_staged<ncclBfloat16>(fit), occupancy_staged<ncclFloat8e4m3>(fit), occupancy_staged<ncclFloat8e5m2>(fit);
+  return fit;
+}
+
 extern "C" cudaError_t snapccl_launch_staged(const struct snapccl_kargs* a, int blocks,
                                              cudaStream_t stream) {
   if (a->mode == STAGED_ALLGATHER) {

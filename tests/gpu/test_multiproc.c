@@ -233,15 +233,16 @@ static int cases_rank(int rank, int n, const ncclUniqueId* id, const void* arg, 
   return 0;
 }
 
-/* fn on n forked ranks, each of which reports the hash of its results: all must agree. */
-static void run_hashed(int n, rank_fn fn) {
+/* fn on n forked ranks, each of which reports the hash of its results: all must agree.
+ * arg goes to fn. */
+static void run_hashed(int n, rank_fn fn, const void* arg) {
   char err[T_ERRLEN];
   struct mp m;
   int skipped = 0;
   uint64_t hash[T_MAXR];
   T_REQUIRE_GPU_FORKED();
   t_env_defaults();
-  T_OK(mp_spawn(&m, n, fn, NULL, 400, err), err);
+  T_OK(mp_spawn(&m, n, fn, arg, 400, err), err);
   T_OK(mp_wait(&m, 400, err), err);
   T_OK(mp_check(&m, &skipped, err), err);
   if (skipped) cr_skip_test("no GPU");
@@ -250,8 +251,8 @@ static void run_hashed(int n, rank_fn fn) {
   mp_close(&m);
 }
 
-Test(multiproc, ws2_cases, .timeout = 420) { run_hashed(2, cases_rank); }
-Test(multiproc, ws3_cases, .timeout = 420) { run_hashed(3, cases_rank); }
+Test(multiproc, ws2_cases, .timeout = 420) { run_hashed(2, cases_rank, NULL); }
+Test(multiproc, ws3_cases, .timeout = 420) { run_hashed(3, cases_rank, NULL); }
 
 /* ---------------------------------------------------------------- init and destroy */
 
@@ -287,12 +288,11 @@ Test(mp_init, ws4, .timeout = 150) { init_test(4); }
 
 /* ---------------------------------------------------------------- low precision */
 
-/* One rank per process, as on a host with a GPU per rank: every block of the
- * low-precision all-reduce may have an SM to itself (the transport's whole-SM promise is
- * half the GPU, 66 on an H100), so calls that need all 64 blocks run the wide 512-thread
- * kernel over several rounds, a shape that ranks sharing a GPU in one process (test_lowprec.c)
- * never reach. Each count below takes 2 rounds with the default staging at world size 2.
- * Every rank's output must equal the CPU simulation bit for bit. */
+/* One rank per process, as on a host with a GPU per rank: the transport's promise (half
+ * the GPU: 128 blocks of 256 threads, or 66 whole SMs on an H100) is this rank's alone, so
+ * the calls below need every block, over two rounds, in shapes that ranks sharing a GPU in
+ * one process (test_lowprec.c) never reach. Every rank's output must equal the CPU
+ * simulation bit for bit. */
 struct lp_mp_case {
   int fmt, group;
   ncclDataType_t dt;
@@ -315,12 +315,13 @@ static void lp_mp_gen(const struct lp_mp_case* c, int k, int rank, unsigned char
   }
 }
 
+/* arg: SNAPCCL_MAX_BLOCKS for the ranks (NULL: the default cap). */
 static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg, int report) {
   char err[T_ERRLEN];
   struct t_world w;
-  (void)arg;
   if (t_gpu_count() <= 0) return EXIT_SKIP;
   t_env_defaults();
+  t_env_set("SNAPCCL_MAX_BLOCKS", (const char*)arg);
   if (t_world_init_rank(&w, n, rank, id, err) != 0) RANK_FAIL("%s", err);
   for (int k = 0; k < (int)NELEMS(lp_mp_cases); k++) {
     const struct lp_mp_case* c = &lp_mp_cases[k];
@@ -366,7 +367,11 @@ static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg
   return 0;
 }
 
-Test(mp_lowprec, ws2_wide_rounds, .timeout = 420) { run_hashed(2, lowprec_rank); }
+/* Two ranks as processes each have the GPU's whole-SM promise to themselves, as one rank per
+ * GPU does: capped at 64 blocks, the calls run 512-thread blocks (64 <= 66 whole SMs on an
+ * H100/H200); at the default cap, 128 blocks of 256 threads. Both over two rounds. */
+Test(mp_lowprec, ws2_wide_rounds, .timeout = 420) { run_hashed(2, lowprec_rank, "64"); }
+Test(mp_lowprec, ws2_narrow_128, .timeout = 420) { run_hashed(2, lowprec_rank, NULL); }
 
 /* ---------------------------------------------------------------- a killed peer */
 

@@ -303,10 +303,11 @@ Test(lowprec_settings, geometry) {
   for (size_t r = 0; r < NELEMS(nranks); r++) {
     struct snapccl_comm* c = fake_new(nranks[r]);
     for (size_t b = 0; b < NELEMS(staging); b++)
-      for (size_t w = 0; w < NELEMS(whole); w++) {
-        c->transport->max_blocks = 64;
-        c->transport->whole_sms = whole[w];
-        snapccl_ws_layout_compute(&c->transport->lay, nranks[r], 64, staging[b]);
+      for (size_t w = 0; w < NELEMS(whole) * 2; w++) {
+        const int cap = w % 2 ? 128 : 64;
+        c->transport->max_blocks = cap;
+        c->transport->whole_sms = whole[w / 2];
+        snapccl_ws_layout_compute(&c->transport->lay, nranks[r], cap, staging[b]);
         for (size_t d = 0; d < NELEMS(dtypes); d++)
           for (size_t f = 0; f < NELEMS(formats); f++)
             for (size_t k = 0; k < NELEMS(groups); k++)
@@ -331,5 +332,15 @@ Test(lowprec_settings, geometry) {
   check_geometry(c, 1u << 19, ncclFloat16, SNAPCCL_LP_FP8, 256, &g); /* 1 MiB */
   cr_assert_eq(g.blocks, 16);
   cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 1, "16 blocks fit the 33 whole SMs: wide");
+  fake_free(c);
+  /* One rank per H200, two of them: 32 MB of bfloat16 takes every one of 128 blocks, too
+   * many for the 66 whole SMs: 256-thread blocks, in 2 rounds (64 KiB chunks). */
+  c = fake_new(2);
+  c->transport->max_blocks = 128;
+  c->transport->whole_sms = 66;
+  snapccl_ws_layout_compute(&c->transport->lay, 2, 128, 64ll << 20);
+  check_geometry(c, 16u << 20, ncclBfloat16, SNAPCCL_LP_FP8, 256, &g);
+  cr_assert_eq(g.blocks, 128);
+  cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 0, "128 blocks, 66 may fill an SM: 256-thread blocks");
   fake_free(c);
 }

@@ -62,7 +62,7 @@ static const struct setting table[] = {
     {{"SNAPCCL_LOWPREC_GROUP", NULL, "256",
       "elements per low-precision group (one fp32 scale each): a multiple of 32 from 32 to 1024"},
      K_INT, F(lowprec_group)},
-    {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "1048576",
+    {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "8388608",
       "all-reduces smaller than this many bytes stay in full precision when SNAPCCL_LOWPREC is on"},
      K_I64, F(lowprec_min_bytes)},
     /* @lowprec-env@ */

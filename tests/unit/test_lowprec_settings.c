@@ -104,7 +104,7 @@ Test(lowprec_settings, environment) {
   snapccl_lowprec_setting_of(NULL, &s);
   cr_assert_eq(s.format, SNAPCCL_LP_OFF, "off by default");
   cr_assert_eq(s.group, 256);
-  cr_assert_eq(s.min_bytes, 1048576ull);
+  cr_assert_eq(s.min_bytes, 8388608ull);
   setenv("SNAPCCL_LOWPREC", "int8", 1);
   setenv("SNAPCCL_LOWPREC_GROUP", "128", 1);
   setenv("SNAPCCL_LOWPREC_MIN_BYTES", "4096", 1);

@@ -324,10 +324,10 @@ double now() {
 #ifdef SNAPCCL_LP_TRACE
 // Where the last call's time went, from the kernel's trace (kernels/lowprec.h): per rank
 // and round, each step's mean and max over the blocks, in us. A step starts where the
-// one before it ended; round 0's starts at the first block's entry (its step 1 included).
+// one before it ended; round 0's starts at the first block's entry into the kernel.
 void trace_report(int nranks, size_t bytes, const char* format) {
   static snapccl_lp_trace_t tr;
-  static const char* step[] = {"start", "rs_wait", "reduce", "push_next", "ag_wait", "gather"};
+  static const char* step[] = {"start", "push", "rs_wait", "reduce", "ag_wait", "gather"};
   if (!snapccl_lp_trace_take(&tr)) return;
   unsigned long long t0 = ~0ull, t1 = 0;
   for (int r = 0; r < nranks && r < SNAPCCL_LP_TR_RANKS; r++)

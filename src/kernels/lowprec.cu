@@ -219,10 +219,6 @@ __device__ __forceinline__ void trace(int rank, ull k, int ev) {
 __device__ __forceinline__ void trace(int, ull, int) {}
 #endif
 
-// The rounds, software-pipelined: round k+1's codes go out (step 1) between round k's
-// reduction and its gather, and their flags go up only after the gather, so the link moves
-// them while this block decodes round k (its HBM work, no link). Each slot still carries
-// one round at a time (docs/LOWPREC.md, "Staging layout and protocol").
 template <int DT, int FMT>
 __device__ void lowprec_rounds(const Ctx& ctx, ull* sh) {
   const snapccl_kargs& a = *ctx.a;
@@ -231,26 +227,22 @@ __device__ void lowprec_rounds(const Ctx& ctx, ull* sh) {
   const ull R = ceil_div(c.sl / c.G, (ull)B * c.m);
   const bool avg = a.devop == DEVOP_PREMULSUM; // by 1/nranks: the host takes no other
   const ull c0 = load_round(a, sh);
-  auto og_of = [&](ull k) { return (k * B + b) * c.m; };
-  if (R > 0) {
-    push_slices<DT, FMT>(c, og_of(0), (int)((c0 + 1) & 1));
-    signal_flags(ctx, FLAG_RS, c0 + 1);
-  }
   for (ull k = 0; k < R; k++) {
     const ull round = c0 + k + 1;
     const int slot = (int)(round & 1);
+    const ull og = (k * B + b) * c.m;
     trace(c.me, k, SNAPCCL_LP_TR_ROUND);
+    push_slices<DT, FMT>(c, og, slot);
+    signal_flags(ctx, FLAG_RS, round);
+    trace(c.me, k, SNAPCCL_LP_TR_PUSHED);
     if (!wait_flags(ctx, FLAG_RS, round)) return;
     trace(c.me, k, SNAPCCL_LP_TR_RS_MET);
-    reduce_slice<DT, FMT>(c, og_of(k), slot, avg);
+    reduce_slice<DT, FMT>(c, og, slot, avg);
     signal_flags(ctx, FLAG_AG, round);
     trace(c.me, k, SNAPCCL_LP_TR_REDUCED);
-    if (k + 1 < R) push_slices<DT, FMT>(c, og_of(k + 1), slot ^ 1);
-    trace(c.me, k, SNAPCCL_LP_TR_PUSHED);
     if (!wait_flags(ctx, FLAG_AG, round)) return;
     trace(c.me, k, SNAPCCL_LP_TR_AG_MET);
-    gather_slices<DT, FMT>(c, og_of(k), slot);
-    if (k + 1 < R) signal_flags(ctx, FLAG_RS, round + 1);
+    gather_slices<DT, FMT>(c, og, slot);
     trace(c.me, k, SNAPCCL_LP_TR_GATHERED);
   }
   trace(c.me, 0, SNAPCCL_LP_TR_EXIT);

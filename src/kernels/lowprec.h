@@ -69,12 +69,12 @@ int snapccl_load_lowprec_kernels(void);
  * snapccl_lp_trace_take copies it to host[rank][block][round][event] and clears it. */
 enum {
   SNAPCCL_LP_TR_ENTRY,   /* kernel entry (round 0's record only) */
-  SNAPCCL_LP_TR_ROUND,   /* round start (round 0: after its step 1 and flags) */
+  SNAPCCL_LP_TR_ROUND,   /* round start */
+  SNAPCCL_LP_TR_PUSHED,  /* step 1 done, reduce-scatter flags raised */
   SNAPCCL_LP_TR_RS_MET,  /* every peer's step 1 seen */
   SNAPCCL_LP_TR_REDUCED, /* step 2 done, all-gather flags raised */
-  SNAPCCL_LP_TR_PUSHED,  /* the next round's step 1 issued (flags not yet raised) */
   SNAPCCL_LP_TR_AG_MET,  /* every peer's step 2 seen */
-  SNAPCCL_LP_TR_GATHERED,/* step 3 done, the next round's reduce-scatter flags raised */
+  SNAPCCL_LP_TR_GATHERED,/* step 3 done */
   SNAPCCL_LP_TR_EXIT,    /* after the last round (round 0's record only) */
   SNAPCCL_LP_TR_EVENTS
 };

@@ -45,7 +45,7 @@ static const struct setting table[] = {
       "cannot run fails with the reason, or goes to NVIDIA's NCCL when interposed"},
      K_STR, F(algo)},
     {{"SNAPCCL_MAX_BLOCKS", NULL, "0",
-      "upper bound on thread blocks per rank and call (0: chosen from occupancy)"},
+      "upper bound on thread blocks per rank and call (0: half the GPU's block slots by occupancy, at most 128)"},
      K_INT, F(max_blocks)},
     {{"SNAPCCL_NCCL_LIB", NULL, "",
       "path of NVIDIA's libnccl.so.2 to hand unsupported calls to when snapccl is linked "

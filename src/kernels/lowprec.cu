@@ -24,6 +24,8 @@
 // 8 warps (two blocks per SM), or 16 when the call may give every block an SM of its own
 // (the "wide" mode bit, algos/allreduce_lowprec.c): the same work per warp, twice the
 // bytes in flight per SM.
+#include <cstring>
+
 #include "coll.h"
 #include "kernels/device_common.cuh"
 #include "kernels/lowprec.h"
@@ -305,10 +307,23 @@ template <int DT> void occupancy_dt(int& fit) {
 } // namespace snap
 
 #ifdef SNAPCCL_LP_TRACE
+// The trace array is per device: ranks on different GPUs record into their own device's
+// copy (each into its own [rank] rows), so every device's copy is merged.
 extern "C" __attribute__((visibility("default"))) int snapccl_lp_trace_take(snapccl_lp_trace_t* host) {
-  static snapccl_lp_trace_t zero;
-  return cudaMemcpyFromSymbol(host, snap::lp_trace, sizeof zero) == cudaSuccess &&
+  static snapccl_lp_trace_t zero, one;
+  int n = 0, cur = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || cudaGetDevice(&cur) != cudaSuccess) return 0;
+  memset(host, 0, sizeof zero);
+  bool ok = true;
+  for (int d = 0; d < n && ok; d++) {
+    ok = cudaSetDevice(d) == cudaSuccess && cudaMemcpyFromSymbol(&one, snap::lp_trace, sizeof one) == cudaSuccess &&
          cudaMemcpyToSymbol(snap::lp_trace, &zero, sizeof zero) == cudaSuccess;
+    const unsigned long long* src = &one[0][0][0][0];
+    unsigned long long* dst = &(*host)[0][0][0][0];
+    for (size_t i = 0; ok && i < sizeof one / sizeof one[0][0][0][0]; i++)
+      if (src[i]) dst[i] = src[i];
+  }
+  return cudaSetDevice(cur) == cudaSuccess && ok;
 }
 #endif
 

@@ -12,7 +12,7 @@
 #define SNAPCCL_MAX_RANKS 16
 /* Blocks per rank and call. 128 of 256 threads fill two per SM on 64 SMs: half the block
  * slots of an H100/H200 (docs/ARCHITECTURE.md, "Residency"); on two H200s the two-shot and
- * the low-precision all-reduce moved 25-30% more per second with 128 blocks than with 64. */
+ * the low-precision all-reduce moved 17-26% more per second with 128 blocks than with 64. */
 #define SNAPCCL_MAX_BLOCKS 128
 /* 256 threads and at most 128 registers each: two blocks fit on an SM, so ranks sharing
  * a GPU (and other communicators) find room to be resident together. */

@@ -217,10 +217,9 @@ template <int DT> static void occupancy_staged(int& fit) {
 }
 
 extern "C" int snapccl_staged_blocks_per_sm(void) {
-  int fit = 1 << 30, n = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, snap::allgather_kernel, SNAPCCL_THREADS, 0) != cudaSuccess)
+  int fit = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, snap::allgather_kernel, SNAPCCL_THREADS, 0) != cudaSuccess)
     return 0;
-  fit = n;
   occupancy_staged<ncclInt8>(fit), occupancy_staged<ncclUint8>(fit), occupancy_staged<ncclInt32>(fit);
   occupancy_staged<ncclUint32>(fit), occupancy_staged<ncclInt64>(fit), occupancy_staged<ncclUint64>(fit);
   occupancy_staged<ncclFloat16>(fit), occupancy_staged<ncclFloat32>(fit), occupancy_staged<ncclFloat64>(fit);

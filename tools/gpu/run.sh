@@ -234,8 +234,10 @@ phase_mg_features() {
     $P/lowprec_accuracy --perf -d bfloat16 -b 1M -e 1G -f 2 -g "$n"
   step "nccl_allreduce_bf16_g$n" 90 LD_LIBRARY_PATH=$REAL_DIR:$LD_LIBRARY_PATH -- \
     "$NT_NV/all_reduce_perf" -b 1M -e 1G -f 2 -g "$n" -d bfloat16 -c 0 -n 20 -w 5
-  step "lowprec_goal_bf16_g$n" 30 -- python3 perf/lowprec_goal.py "$LOG/lowprec_perf_bf16_g$n.log" \
-    "$LOG/lowprec_perf_bf16_buf256M_g$n.log" --nccl "$LOG/nccl_allreduce_bf16_g$n.log"
+  # (only with NCCL's log of this call: a RUN_ONLY that skipped it leaves nothing to compare)
+  [ -f "$LOG/nccl_allreduce_bf16_g$n.log" ] &&
+    step "lowprec_goal_bf16_g$n" 30 -- python3 perf/lowprec_goal.py "$LOG/lowprec_perf_bf16_g$n.log" \
+      "$LOG/lowprec_perf_bf16_buf256M_g$n.log" --nccl "$LOG/nccl_allreduce_bf16_g$n.log"
   step lowprec_kernels_B64 60 -- $P/lowprec_kernels -B 64
   step lowprec_kernels_B64_wide 60 -- $P/lowprec_kernels -B 64 -w
   step "fused_bench_g$n" 60 $E -- $P/fused_rmsnorm_bench -g "$n"

@@ -282,25 +282,21 @@ template <int DT> cudaError_t launch_dt(const snapccl_kargs* a, int blocks, cuda
   }
 }
 
-template <int DT, int FMT> bool load_fmt() {
+// Both widths loaded; fit lowered to the 256-thread kernel's blocks per SM (the wide one
+// is counted in whole SMs).
+template <int DT, int FMT> bool load_fmt(int& fit) {
   cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) == cudaSuccess;
-}
-template <int DT> bool load_dt() {
-  return load_fmt<DT, lp::FMT_FP8>() && load_fmt<DT, lp::FMT_INT8>() && load_fmt<DT, lp::FMT_INT4>();
-}
-
-// Blocks of the 256-thread kernel that fit on an SM (the wide one is counted in whole SMs).
-template <int DT, int FMT> void occupancy_fmt(int& fit) {
   int n = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS,
+  if (cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>) != cudaSuccess ||
+      cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS,
                                                     0) != cudaSuccess)
-    n = 0;
+    return false;
   if (n < fit) fit = n;
+  return true;
 }
-template <int DT> void occupancy_dt(int& fit) {
-  occupancy_fmt<DT, lp::FMT_FP8>(fit), occupancy_fmt<DT, lp::FMT_INT8>(fit), occupancy_fmt<DT, lp::FMT_INT4>(fit);
+template <int DT> bool load_dt(int& fit) {
+  return load_fmt<DT, lp::FMT_FP8>(fit) && load_fmt<DT, lp::FMT_INT8>(fit) && load_fmt<DT, lp::FMT_INT4>(fit);
 }
 
 } // namespace
@@ -327,14 +323,11 @@ extern "C" __attribute__((visibility("default"))) int snapccl_lp_trace_take(snap
 }
 #endif
 
-extern "C" int snapccl_load_lowprec_kernels(void) {
-  return snap::load_dt<ncclFloat16>() && snap::load_dt<ncclBfloat16>() && snap::load_dt<ncclFloat32>();
-}
-
-extern "C" int snapccl_lowprec_blocks_per_sm(void) {
+extern "C" int snapccl_load_lowprec_kernels(int* blocks_per_sm) {
   int fit = 1 << 30;
-  snap::occupancy_dt<ncclFloat16>(fit), snap::occupancy_dt<ncclBfloat16>(fit), snap::occupancy_dt<ncclFloat32>(fit);
-  return fit;
+  const bool ok = snap::load_dt<ncclFloat16>(fit) && snap::load_dt<ncclBfloat16>(fit) && snap::load_dt<ncclFloat32>(fit);
+  *blocks_per_sm = ok ? fit : 0;
+  return ok;
 }
 
 extern "C" cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks,

@@ -218,10 +218,8 @@ template <int DT> static void load_float_dtype(bool& ok) {
   cudaFuncAttributes attr;
   ok &= cudaFuncGetAttributes(&attr, snap::lamport_kernel<DT>) == cudaSuccess;
 }
-extern "C" int snapccl_load_staged_kernels(void);
-extern "C" int snapccl_staged_blocks_per_sm(void);  /* kernels/staged.cu */
-extern "C" int snapccl_lowprec_blocks_per_sm(void); /* kernels/lowprec.cu */
-extern "C" int snapccl_load_lowprec_kernels(void); /* kernels/lowprec.cu */
+extern "C" int snapccl_load_staged_kernels(int* blocks_per_sm);  /* kernels/staged.cu */
+extern "C" int snapccl_load_lowprec_kernels(int* blocks_per_sm); /* kernels/lowprec.cu */
 extern "C" cudaError_t snapccl_load_fused_kernels(int* blocks_per_sm); /* kernels/fused_rmsnorm.cu */
 
 extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
@@ -238,15 +236,16 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
   load_float_dtype<ncclFloat16>(ok), load_float_dtype<ncclFloat32>(ok);
   load_float_dtype<ncclFloat64>(ok), load_float_dtype<ncclBfloat16>(ok);
   load_float_dtype<ncclFloat8e4m3>(ok), load_float_dtype<ncclFloat8e5m2>(ok);
-  if (!ok || !snapccl_load_staged_kernels()) {
+  int staged = 0;
+  if (!ok || !snapccl_load_staged_kernels(&staged)) {
     (void)cudaGetLastError();
     return 0;
   }
   /* The optional features' kernels load now too, for the same reason; if one cannot
    * load, only that feature fails (at its first use, with the CUDA error), not the
    * collectives every communicator needs. */
-  int fused_per_sm = 0;
-  if (!snapccl_load_lowprec_kernels()) (void)cudaGetLastError();
+  int lowprec = 0, fused_per_sm = 0;
+  if (!snapccl_load_lowprec_kernels(&lowprec)) (void)cudaGetLastError();
   if (snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) (void)cudaGetLastError();
   /* Every kernel sized by the block cap counts: the fattest one bounds what fits (launch
    * bounds promise at least two). The one-shot kernels fit 3 on an H100, the staged and
@@ -261,15 +260,8 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
     return 0;
   }
   int fit = a < b ? a : b;
-  const int staged = snapccl_staged_blocks_per_sm();
-  if (staged <= 0) {
-    (void)cudaGetLastError();
-    return 0;
-  }
   if (staged < fit) fit = staged;
-  const int lowprec = snapccl_lowprec_blocks_per_sm(); /* optional feature: 0 if it did not load */
-  if (lowprec > 0 && lowprec < fit) fit = lowprec;
-  (void)cudaGetLastError();
+  if (lowprec > 0 && lowprec < fit) fit = lowprec; /* 0: the optional feature did not load */
   *blocks_per_sm = fit;
   return 1;
 }

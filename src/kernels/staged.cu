@@ -193,38 +193,30 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM) al
 } // namespace snap
 
 // Loads every staged kernel now (see snapccl_kernels_runnable: lazy loading at the
-// first launch can deadlock ranks that share a GPU).
-template <int DT> static bool load_staged() {
+// first launch can deadlock ranks that share a GPU), and lowers fit to how many blocks of
+// each fit on an SM.
+static bool load_staged_fn(const void* fn, int& fit) {
   cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, snap::staged_reduce_kernel<DT>) == cudaSuccess;
-}
-
-extern "C" int snapccl_load_staged_kernels(void) {
-  cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, snap::allgather_kernel) == cudaSuccess &&
-         load_staged<ncclInt8>() && load_staged<ncclUint8>() && load_staged<ncclInt32>() &&
-         load_staged<ncclUint32>() && load_staged<ncclInt64>() && load_staged<ncclUint64>() &&
-         load_staged<ncclFloat16>() && load_staged<ncclFloat32>() && load_staged<ncclFloat64>() &&
-         load_staged<ncclBfloat16>() && load_staged<ncclFloat8e4m3>() && load_staged<ncclFloat8e5m2>();
-}
-
-// How many blocks of the fattest staged kernel fit on an SM (0: the query failed).
-template <int DT> static void occupancy_staged(int& fit) {
   int n = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, snap::staged_reduce_kernel<DT>, SNAPCCL_THREADS, 0) != cudaSuccess)
-    n = 0;
+  if (cudaFuncGetAttributes(&attr, fn) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, SNAPCCL_THREADS, 0) != cudaSuccess)
+    return false;
   if (n < fit) fit = n;
+  return true;
+}
+template <int DT> static bool load_staged(int& fit) {
+  return load_staged_fn((const void*)snap::staged_reduce_kernel<DT>, fit);
 }
 
-extern "C" int snapccl_staged_blocks_per_sm(void) {
-  int fit = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, snap::allgather_kernel, SNAPCCL_THREADS, 0) != cudaSuccess)
-    return 0;
-  occupancy_staged<ncclInt8>(fit), occupancy_staged<ncclUint8>(fit), occupancy_staged<ncclInt32>(fit);
-  occupancy_staged<ncclUint32>(fit), occupancy_staged<ncclInt64>(fit), occupancy_staged<ncclUint64>(fit);
-  occupancy_staged<ncclFloat16>(fit), occupancy_staged<ncclFloat32>(fit), occupancy_staged<ncclFloat64>(fit);
-  occupancy_staged<ncclBfloat16>(fit), occupancy_staged<ncclFloat8e4m3>(fit), occupancy_staged<ncclFloat8e5m2>(fit);
-  return fit;
+extern "C" int snapccl_load_staged_kernels(int* blocks_per_sm) {
+  int fit = 1 << 30;
+  const bool ok = load_staged_fn((const void*)snap::allgather_kernel, fit) && load_staged<ncclInt8>(fit) &&
+                  load_staged<ncclUint8>(fit) && load_staged<ncclInt32>(fit) && load_staged<ncclUint32>(fit) &&
+                  load_staged<ncclInt64>(fit) && load_staged<ncclUint64>(fit) && load_staged<ncclFloat16>(fit) &&
+                  load_staged<ncclFloat32>(fit) && load_staged<ncclFloat64>(fit) && load_staged<ncclBfloat16>(fit) &&
+                  load_staged<ncclFloat8e4m3>(fit) && load_staged<ncclFloat8e5m2>(fit);
+  *blocks_per_sm = ok ? fit : 0;
+  return ok;
 }
 
 extern "C" cudaError_t snapccl_launch_staged(const struct snapccl_kargs* a, int blocks,

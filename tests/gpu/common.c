@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common_check.h"
 #include "env.h"
 #include "snapccl.h"
 
@@ -61,21 +62,6 @@ static void prefix(char* err, const char* pre) {
   memcpy(err, tmp, sizeof tmp);
 }
 
-#define CU(call)                                                                          \
-  do {                                                                                    \
-    cudaError_t e_ = (call);                                                              \
-    if (e_ != cudaSuccess)                                                                \
-      return t_fail(err, "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,                 \
-                  cudaGetErrorString(e_));                                                \
-  } while (0)
-#define NC(call)                                                                          \
-  do {                                                                                    \
-    ncclResult_t r_ = (call);                                                             \
-    if (r_ != ncclSuccess)                                                                \
-      return t_fail(err, "%s:%d: %s failed: %s (last error: %s)", __FILE__, __LINE__, #call, \
-                  ncclGetErrorString(r_), ncclGetLastError(NULL));                         \
-  } while (0)
-
 int t_gpu_count(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -116,12 +102,12 @@ double t_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void sleep_ns(long ns) {
+void t_sleep_ns(long ns) {
   struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
-void t_sleep_ms(int ms) { sleep_ns((long)ms * 1000000L); }
+void t_sleep_ms(int ms) { t_sleep_ns((long)ms * 1000000L); }
 
 void t_env_defaults(void) {
   setenv("SNAPCCL_SHARED_GPU", "1", 1);
@@ -438,121 +424,6 @@ size_t t_case_send_bytes(const struct t_case* c, int n) {
 size_t t_case_recv_bytes(const struct t_case* c, int n) {
   int whole = c->coll == T_AG || (c->coll == T_RS && c->in_place);
   return c->count * t_dt_size(c->dt) * (whole ? (size_t)n : 1);
-}
-
-/* ---------------------------------------------------------------- worlds and buffers */
-
-static int world_finish(struct t_world* w, char* err) {
-  w->hash = 0xcbf29ce484222325ull;
-  for (int r = w->first; r < w->first + w->nlocal; r++) {
-    int count = -1, dev = -1, rank = -1;
-    CU(cudaSetDevice(w->dev[r]));
-    CU(cudaStreamCreateWithFlags(&w->stream[r], cudaStreamNonBlocking));
-    NC(ncclCommCount(w->comm[r], &count));
-    NC(ncclCommCuDevice(w->comm[r], &dev));
-    NC(ncclCommUserRank(w->comm[r], &rank));
-    if (count != w->n || dev != w->dev[r] || rank != r)
-      return t_fail(err, "rank %d: ncclCommCount/CuDevice/UserRank say %d/%d/%d, expected %d/%d/%d",
-                  r, count, dev, rank, w->n, w->dev[r], r);
-  }
-  return 0;
-}
-
-int t_world_init(struct t_world* w, int nranks, char* err) {
-  memset(w, 0, sizeof *w);
-  if (nranks < 1 || nranks > T_MAXR) return t_fail(err, "bad world size %d", nranks);
-  w->n = w->nlocal = nranks;
-  if ((w->ndev = t_gpu_count()) <= 0) return t_fail(err, "no GPU");
-  for (int r = 0; r < nranks; r++) w->dev[r] = r % w->ndev;
-  ncclResult_t res = ncclCommInitAll(w->comm, nranks, w->dev);
-  if (res != ncclSuccess)
-    return t_fail(err, "ncclCommInitAll of %d ranks on %d GPU(s) failed: %s (%s)", nranks, w->ndev,
-                ncclGetErrorString(res), ncclGetLastError(NULL));
-  return world_finish(w, err);
-}
-
-int t_world_init_rank(struct t_world* w, int nranks, int rank, const ncclUniqueId* id, char* err) {
-  memset(w, 0, sizeof *w);
-  w->n = nranks, w->first = rank, w->nlocal = 1;
-  if ((w->ndev = t_gpu_count()) <= 0) return t_fail(err, "no GPU");
-  w->dev[rank] = rank % w->ndev;
-  CU(cudaSetDevice(w->dev[rank]));
-  ncclResult_t res = ncclCommInitRank(&w->comm[rank], nranks, *id, rank);
-  if (res != ncclSuccess)
-    return t_fail(err, "ncclCommInitRank(rank %d of %d, GPU %d) failed: %s (%s)", rank, nranks,
-                w->dev[rank], ncclGetErrorString(res), ncclGetLastError(NULL));
-  return world_finish(w, err);
-}
-
-int t_world_free(struct t_world* w, char* err) {
-  int rc = 0;
-  for (int r = w->first; r < w->first + w->nlocal; r++) {
-    if (w->comm[r]) {
-      ncclResult_t res = ncclCommDestroy(w->comm[r]);
-      if (res != ncclSuccess && !rc)
-        rc = t_fail(err, "ncclCommDestroy(rank %d) failed: %s (%s)", r, ncclGetErrorString(res),
-                  ncclGetLastError(NULL));
-      w->comm[r] = NULL;
-    }
-    if (w->stream[r]) {
-      cudaError_t e = cudaStreamDestroy(w->stream[r]);
-      if (e != cudaSuccess && !rc)
-        rc = t_fail(err, "cudaStreamDestroy(rank %d) failed: %s", r, cudaGetErrorString(e));
-      w->stream[r] = NULL;
-    }
-  }
-  return rc;
-}
-
-int t_world_sync(struct t_world* w, double timeout_s, char* err) {
-  const double t0 = t_now();
-  for (;;) {
-    int pending = -1;
-    for (int r = w->first; r < w->first + w->nlocal && pending < 0; r++) {
-      cudaError_t e = cudaStreamQuery(w->stream[r]);
-      if (e == cudaErrorNotReady) pending = r;
-      else if (e != cudaSuccess)
-        return t_fail(err, "rank %d's stream failed: %s", r, cudaGetErrorString(e));
-    }
-    if (pending < 0) break;
-    double el = t_now() - t0;
-    if (el > timeout_s) {
-      ncclResult_t ae = ncclSuccess;
-      ncclCommGetAsyncError(w->comm[pending], &ae);
-      return t_fail(err, "rank %d's stream still busy after %.1f s (async error: %s; last error: %s)",
-                  pending, timeout_s, ncclGetErrorString(ae), ncclGetLastError(NULL));
-    }
-    if (el > 0.002) sleep_ns(100000);
-  }
-  for (int r = w->first; r < w->first + w->nlocal; r++) {
-    ncclResult_t ae = ncclInternalError;
-    NC(ncclCommGetAsyncError(w->comm[r], &ae));
-    if (ae != ncclSuccess)
-      return t_fail(err, "rank %d reports an asynchronous error: %s (%s)", r, ncclGetErrorString(ae),
-                  ncclGetLastError(NULL));
-  }
-  return 0;
-}
-
-int t_bufs_alloc(struct t_world* w, struct t_bufs* b, size_t send_cap, size_t recv_cap, char* err) {
-  memset(b, 0, sizeof *b);
-  b->send_cap = send_cap, b->recv_cap = recv_cap;
-  for (int r = w->first; r < w->first + w->nlocal; r++) {
-    CU(cudaSetDevice(w->dev[r]));
-    CU(cudaMalloc((void**)&b->send[r], send_cap + 2 * T_GUARD + 16));
-    CU(cudaMalloc((void**)&b->recv[r], recv_cap + 2 * T_GUARD + 16));
-    CU(cudaMalloc(&b->scalar[r], 16));
-  }
-  return 0;
-}
-
-void t_bufs_free(struct t_world* w, struct t_bufs* b) {
-  for (int r = w->first; r < w->first + w->nlocal; r++) {
-    cudaFree(b->send[r]);
-    cudaFree(b->recv[r]);
-    cudaFree(b->scalar[r]);
-    b->send[r] = b->recv[r] = NULL, b->scalar[r] = NULL;
-  }
 }
 
 /* ---------------------------------------------------------------- running a case */

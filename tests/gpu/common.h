@@ -36,6 +36,7 @@ int t_gpu_count(void);        /* cudaGetDeviceCount here; 0 when it fails */
 int t_gpu_count_forked(void); /* asked from a short-lived child: this process stays CUDA-free */
 double t_now(void);           /* CLOCK_MONOTONIC seconds (one clock for all processes) */
 void t_sleep_ms(int ms);
+void t_sleep_ns(long ns);
 /* The suite's defaults: SNAPCCL_SHARED_GPU=1, SNAPCCL_ALGO unset, SNAPCCL_TIMEOUT_MS=15000
  * and SNAPCCL_BOOTSTRAP_TIMEOUT=30 unless the environment already sets them; reloads. */
 void t_env_defaults(void);

@@ -26,6 +26,7 @@
 
 #include "../fused_ref.h"
 #include "common.h"
+#include "common_check.h"
 #include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -74,12 +75,6 @@ static const char* fcase_str(const struct fcase* c, int n, char* buf, size_t len
            c->no_residual ? " no-residual-in" : "", c->no_gamma ? " no-gamma" : "", c->offset);
   return buf;
 }
-
-#define CU(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) return t_fail(err, "%s: %s", #x, cudaGetErrorString(e_));     \
-  } while (0)
 
 /* ---- guarded device regions ---- */
 

@@ -99,33 +99,32 @@ Test(lowprec_settings, parse_format) {
     cr_assert_eq(snapccl_lowprec_group_ok(g), g >= 32 && g <= 1024 && g % 32 == 0, "group %d", g);
 }
 
+/* The environment's setting after setting the three variables (NULL: left as they are). */
+static void env_reading(const char* format, const char* group, const char* min_bytes,
+                        struct snapccl_lowprec_setting* s) {
+  if (format) setenv("SNAPCCL_LOWPREC", format, 1);
+  if (group) setenv("SNAPCCL_LOWPREC_GROUP", group, 1);
+  if (min_bytes) setenv("SNAPCCL_LOWPREC_MIN_BYTES", min_bytes, 1);
+  snapccl_env_reload();
+  snapccl_lowprec_setting_of(NULL, s);
+}
+
 Test(lowprec_settings, environment) {
   struct snapccl_lowprec_setting s;
   snapccl_lowprec_setting_of(NULL, &s);
   cr_assert_eq(s.format, SNAPCCL_LP_OFF, "off by default");
   cr_assert_eq(s.group, 256);
   cr_assert_eq(s.min_bytes, 8388608ull);
-  setenv("SNAPCCL_LOWPREC", "int8", 1);
-  setenv("SNAPCCL_LOWPREC_GROUP", "128", 1);
-  setenv("SNAPCCL_LOWPREC_MIN_BYTES", "4096", 1);
-  snapccl_env_reload();
-  snapccl_lowprec_setting_of(NULL, &s);
+  env_reading("int8", "128", "4096", &s);
   cr_assert_eq(s.format, SNAPCCL_LP_INT8);
   cr_assert_eq(s.group, 128);
   cr_assert_eq(s.min_bytes, 4096ull);
   cr_assert_eq(s.from_comm, 0);
-  setenv("SNAPCCL_LOWPREC", "bogus", 1);
-  setenv("SNAPCCL_LOWPREC_GROUP", "100", 1);
-  setenv("SNAPCCL_LOWPREC_MIN_BYTES", "-5", 1);
-  snapccl_env_reload();
-  snapccl_lowprec_setting_of(NULL, &s);
+  env_reading("bogus", "100", "-5", &s);
   cr_assert_eq(s.format, SNAPCCL_LP_OFF, "an unknown format leaves it off");
   cr_assert_eq(s.group, 256, "an invalid group falls back to 256");
   cr_assert_eq(s.min_bytes, 0ull);
-  setenv("SNAPCCL_LOWPREC", "INT4", 1);
-  setenv("SNAPCCL_LOWPREC_GROUP", "2048", 1);
-  snapccl_env_reload();
-  snapccl_lowprec_setting_of(NULL, &s);
+  env_reading("INT4", "2048", NULL, &s);
   cr_assert_eq(s.format, SNAPCCL_LP_INT4);
   cr_assert_eq(s.group, 256);
   /* The table documents all three. */

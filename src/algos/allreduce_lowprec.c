@@ -113,13 +113,6 @@ SNAPCCL_API ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format,
 
 /* ---------------------------------------------------------------- the algorithm */
 
-/* Slices start on group boundaries, so groups never straddle two owners. */
-static unsigned long long slice_elems(const struct snapccl_coll* c, int group) {
-  unsigned long long n = (unsigned long long)c->comm->nranks;
-  return ((c->count + n - 1) / n + (unsigned long long)group - 1) / (unsigned long long)group *
-         (unsigned long long)group;
-}
-
 static const char* check(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
   if (s->format == SNAPCCL_LP_OFF)
     return "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)";
@@ -175,7 +168,7 @@ static unsigned long long gcd(unsigned long long a, unsigned long long b) {
 void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
                               struct snapccl_geom* g) {
   const unsigned long long G = (unsigned long long)s->group, gbytes = G * snapccl_dtype_size(c->dtype);
-  const unsigned long long groups = slice_elems(c, s->group) / G;
+  const unsigned long long groups = snapccl_lp_slice_elems(c->count, c->comm->nranks, s->group) / G;
   unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
                                                    snapccl_lp_payload_bytes(s->format, s->group));
   unsigned long long q = ALIGN_BYTES / gcd(ALIGN_BYTES, gbytes); /* groups per aligned share */

@@ -5,10 +5,10 @@
 //
 //   1. reduce-scatter push: each rank quantises its piece of every other rank's slice,
 //      group by group, into that rank's RS staging (scale words, then codes);
-//   2. the owner decodes every rank's groups (its own quantised locally) and sums them in
-//      fp32 in rank order 0..N-1 (avg: then divides by N), quantises the result ONCE,
-//      pushes those groups into every peer's AG staging and decodes them into its own
-//      output;
+//   2. the owner sums, in fp32, its own input as it is (never quantised: it does not
+//      travel) and then every peer's decoded groups in rank order (avg: then divides by
+//      N), quantises the result ONCE, pushes those groups into every peer's AG staging
+//      and decodes them into its own output;
 //   3. all-gather: every rank decodes the peers' groups into its output.
 //
 // So every rank's output is the decoding of the same codes: bitwise identical, and equal
@@ -77,9 +77,9 @@ template <int DT, int FMT> struct Call {
     warp = threadIdx.x >> 5;
     warps = blockDim.x >> 5;
     count = k.count;
-    sl = ceil_div(ceil_div(count, N), G) * G; // slices start on group boundaries
-    m = k.chunk_elems / G;                    // groups per (block, round)
-    sb = snapccl_lp_scales_bytes(m);          // a chunk: m scale words, then m payloads
+    sl = snapccl_lp_slice_elems(count, N, G);
+    m = k.chunk_elems / G;           // groups per (block, round)
+    sb = snapccl_lp_scales_bytes(m); // a chunk: m scale words, then m payloads
     send = static_cast<const char*>(k.send);
     recv = static_cast<char*>(k.recv);
     in_acc = lp::access_of(send, lp::Shape<DT>::ES);
@@ -127,8 +127,8 @@ template <int DT, int FMT> __device__ __noinline__ void push_slices(const Call<D
   }
 }
 
-// 2. My slice: decode every rank's groups and sum in rank order, quantise once, push the
-//    codes to every peer and decode my own output.
+// 2. My slice: my own input as it is, plus every peer's decoded groups in rank order,
+//    in fp32; quantise once, push the codes to every peer and decode my own output.
 template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<DT, FMT>& c, ull og, int slot, bool avg) {
   using namespace lp;
   using Sh = Shape<DT>;
@@ -137,9 +137,8 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     const ull g = gs + c.tm.idx;
     const int v = c.valid(c.me, og, g, ng);
     const ull e0 = (ull)c.me * c.sl + (og + g) * c.G;
-    // Every load in flight early: my own input and the first peer's codes; then mine
-    // are encoded (they need no one else), and each next peer's codes load while the
-    // current rank's are decoded (the sum must still go in rank order).
+    // My input and the first peer's codes load together; each next peer's codes load
+    // while the current peer's are decoded (the peers still sum in rank order).
     auto next_peer = [&](int r) { return r + 1 == c.me ? r + 2 : r + 1; };
     auto fetch = [&](int r, Codes<DT, FMT>& cd) -> uint32_t {
       if (!v || r >= c.N) return 0;
@@ -147,30 +146,21 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
       get_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
       return __ldcg(reinterpret_cast<const unsigned*>(ck) + g);
     };
-    Codes<DT, FMT> mine, nxt = {};
-    uint32_t wm, wn;
+    Codes<DT, FMT> nxt = {};
     int rn = next_peer(-1);
+    Acc<DT> acc;
     {
       Part<DT> x;
       load_part<DT>(x, c.send, e0, v, c.G, c.in_acc, c.tm);
-      wn = fetch(rn, nxt);
-      wm = part_scale<DT, FMT>(x, c.tm);
-      encode_part<DT, FMT>(x, wm, mine);
-    }
-    Acc<DT> acc;
-    for (int r = 0; r < c.N; r++) {
-      Codes<DT, FMT> cd;
-      uint32_t w;
-      if (r == c.me) {
-        cd = mine;
-        w = wm;
-      } else { // r == rn
-        cd = nxt;
-        w = wn;
+      uint32_t wn = fetch(rn, nxt);
+      to_acc<DT>(x, acc);
+      for (int d = 1; d < c.N; d++) {
+        const Codes<DT, FMT> cd = nxt;
+        const uint32_t w = wn;
         rn = next_peer(rn);
         wn = fetch(rn, nxt);
+        decode_add<DT, FMT>(cd, w, acc);
       }
-      decode_add<DT, FMT>(cd, w, acc, r == 0);
     }
     if (avg)
 #pragma unroll

@@ -49,6 +49,15 @@ SNAPCCL_LP_INLINE unsigned long long snapccl_lp_payload_bytes(int format, int gr
 SNAPCCL_LP_INLINE unsigned long long snapccl_lp_scales_bytes(unsigned long long m) {
   return (4 * m + 15) / 16 * 16;
 }
+/* Elements of each rank's slice: ceil(count / nranks) rounded up to whole groups, so a
+ * group never straddles two owners. Slice j (rank j's) starts at element j x this; the
+ * kernel, the host geometry and the CPU reference all take it from here, because the
+ * owner's own input enters its sum unquantised (docs/LOWPREC.md): which rank owns a group
+ * is part of the result. */
+SNAPCCL_LP_INLINE unsigned long long snapccl_lp_slice_elems(unsigned long long count, int nranks, int group) {
+  const unsigned long long n = (unsigned long long)nranks, g = (unsigned long long)group;
+  return ((count + n - 1) / n + g - 1) / g * g;
+}
 /* The most groups a chunk holds. */
 SNAPCCL_LP_INLINE unsigned long long snapccl_lp_chunk_groups(unsigned long long chunk_bytes,
                                                          unsigned long long payload) {

@@ -267,12 +267,13 @@ template <int FMT> inline uint32_t quant_group(const float* x, int n, uint8_t* c
   return w;
 }
 
-// The whole algorithm on the CPU: per group, every rank's input quantised; the codes
-// decoded and summed in fp32 in rank order 0..nranks-1; for avg the sum divided by
+// The whole algorithm on the CPU: per group, the owner's input (the rank whose slice
+// holds the group, snapccl_lp_slice_elems) as it is, then every other rank's input
+// quantised and decoded, in rank order, summed in fp32; for avg the sum divided by
 // nranks; the result quantised once; that decoded and rounded to the dtype. This is
 // what every rank's output must equal, bit for bit. Groups are global (element k*G
-// onwards): the kernels' slices start at multiples of G, so the partition into slices,
-// blocks and rounds never changes a group.
+// onwards): slices start at multiples of G, so the partition into slices, blocks and
+// rounds never changes a group, only which rank owns it.
 template <int DT, int FMT>
 inline void simulate(int group, int nranks, bool avg, size_t count, const void* const* inputs,
                      void* output) {
@@ -280,16 +281,18 @@ inline void simulate(int group, int nranks, bool avg, size_t count, const void* 
   float x[GROUP_MAX], acc[GROUP_MAX];
   uint8_t codes[GROUP_MAX];
   S* out = static_cast<S*>(output);
+  const size_t slice = (size_t)snapccl_lp_slice_elems(count, nranks, group);
   for (size_t g0 = 0; g0 < count; g0 += (size_t)group) {
     const int n = count - g0 < (size_t)group ? (int)(count - g0) : group;
+    const int owner = (int)(g0 / slice);
+    const S* own = static_cast<const S*>(inputs[owner]) + g0;
+    for (int i = 0; i < n; i++) acc[i] = Elem<DT>::load(own[i]);
     for (int r = 0; r < nranks; r++) {
+      if (r == owner) continue;
       const S* in = static_cast<const S*>(inputs[r]) + g0;
       for (int i = 0; i < n; i++) x[i] = Elem<DT>::load(in[i]);
       const uint32_t w = quant_group<FMT>(x, n, codes);
-      for (int i = 0; i < n; i++) {
-        const float d = decode<FMT>(codes[i], w);
-        acc[i] = r == 0 ? d : add(acc[i], d);
-      }
+      for (int i = 0; i < n; i++) acc[i] = add(acc[i], decode<FMT>(codes[i], w));
     }
     if (avg)
       for (int i = 0; i < n; i++) acc[i] = div(acc[i], (float)nranks);

@@ -319,15 +319,22 @@ template <int DT, int FMT> __device__ __forceinline__ void decode_part(const Cod
     for (int i = 0; i < Shape<DT>::EPP; i++) put_elem<DT>(p.raw[k], i, x[i]);
   }
 }
-// acc = decoded codes (first) or acc + decoded codes, one IEEE fp32 add per element.
+// acc = a lane's share of a group as fp32 (exact: every dtype widens to fp32 exactly).
+template <int DT> __device__ __forceinline__ void to_acc(const Part<DT>& p, Acc<DT>& acc) {
+#pragma unroll
+  for (int k = 0; k < Shape<DT>::NP; k++)
+#pragma unroll
+    for (int i = 0; i < Shape<DT>::EPP; i++) acc.x[k][i] = p.x(k, i);
+}
+// acc += decoded codes, one IEEE fp32 add per element.
 template <int DT, int FMT>
-__device__ __forceinline__ void decode_add(const Codes<DT, FMT>& c, uint32_t w, Acc<DT>& acc, bool first) {
+__device__ __forceinline__ void decode_add(const Codes<DT, FMT>& c, uint32_t w, Acc<DT>& acc) {
 #pragma unroll
   for (int k = 0; k < Shape<DT>::NP; k++) {
     float x[Shape<DT>::EPP];
     decode_pack<DT, FMT>(c.c[k], w, x);
 #pragma unroll
-    for (int i = 0; i < Shape<DT>::EPP; i++) acc.x[k][i] = first ? x[i] : add(acc.x[k][i], x[i]);
+    for (int i = 0; i < Shape<DT>::EPP; i++) acc.x[k][i] = add(acc.x[k][i], x[i]);
   }
 }
 

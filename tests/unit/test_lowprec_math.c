@@ -25,7 +25,8 @@
  * (For denormal scales, where 1/s overflows, x / s is divided directly: one rounding.)
  *
  * The whole algorithm (sum over N ranks): each rank's element moves by at most its bound
- * B_r; the fp32 sum of the N decoded values adds at most (N - 1) u sum |x^_r|; the result
+ * B_r, except the owner's (the rank whose slice holds the group), which enters the sum
+ * as it is (B = 0: that is what makes its share exact); the fp32 sum of the N decoded values adds at most (N - 1) u sum |x^_r|; the result
  * is quantised once more (bound B_f with its own scale) and rounded to the dtype (half
  * an ulp: 2^-11 relative for float16, 2^-8 for bfloat16, 2^-24 for float32, plus the
  * dtype's subnormal step). The test checks |out - sum x_r| against the sum of those
@@ -340,20 +341,30 @@ static void check_simulation(int fmt, int group, ncclDataType_t dt, int nranks, 
   }
   unsigned char* out = malloc(count * es);
   cr_assert_eq(snapccl_lp_simulate(fmt, group, dt, nranks, avg, count, (const void* const*)in, out), 0);
-  /* Per group: the bound of the header comment, from the same scales. */
+  /* Per group: the bound of the header comment, from the same scales, summed in the
+   * algorithm's order (the owner's input first, then the others in rank order). */
   float x[1024], dec[1024], sum[1024];
   double b[1024], bound[1024], ref[1024], abssum[1024];
+  const size_t slice = (size_t)snapccl_lp_slice_elems(count, nranks, group);
   for (size_t g0 = 0; g0 < count; g0 += (size_t)group) {
     int n = count - g0 < (size_t)group ? (int)(count - g0) : group;
+    const int owner = (int)(g0 / slice);
     for (int i = 0; i < n; i++) bound[i] = ref[i] = abssum[i] = 0;
-    for (int r = 0; r < nranks; r++) {
+    for (int k = 0; k < nranks; k++) {
+      const int r = k == 0 ? owner : k - 1 + (k - 1 >= owner);
       for (int i = 0; i < n; i++) x[i] = snapccl_lp_load(dt, in[r] + (g0 + i) * es);
-      group_bounds(fmt, x, n, b, dec);
+      if (r == owner)
+        for (int i = 0; i < n; i++) {
+          b[i] = 0;
+          dec[i] = x[i];
+        }
+      else
+        group_bounds(fmt, x, n, b, dec);
       for (int i = 0; i < n; i++) {
         bound[i] += b[i];
         ref[i] += x[i];
         abssum[i] += fabs(dec[i]);
-        sum[i] = r == 0 ? dec[i] : sum[i] + dec[i];
+        sum[i] = k == 0 ? dec[i] : sum[i] + dec[i];
       }
     }
     for (int i = 0; i < n; i++) {
@@ -456,30 +467,79 @@ Test(lowprec_math, simulation_nonfinite_placement) {
       }
 }
 
-/* The partition into slices never changes a group: groups start at multiples of G from
- * the start of the buffer, and the last one may be short. The simulation of a buffer is
- * the concatenation of the simulations of its groups. */
+/* The partition into slices never changes a group, only its owner: groups start at
+ * multiples of G from the start of the buffer (the last one may be short), and a group's
+ * result is that of the group alone with its owner's input first and the others after
+ * it in rank order (alone, a group is rank 0's). Also checks that the owner is the
+ * rank whose slice holds the group: at 3 ranks every one owns some of the 5000. */
 Test(lowprec_math, groups_are_global) {
   const size_t count = 5000;
+  const int N = 3;
   uint64_t seed = 11;
   float* in[3];
-  for (int r = 0; r < 3; r++) {
+  for (int r = 0; r < N; r++) {
     in[r] = malloc(count * 4);
     for (size_t i = 0; i < count; i++) in[r][i] = (float)normal(&seed);
   }
   float* whole = malloc(count * 4);
   float part[1024];
   for (int G = 32; G <= 1024; G += 32) {
-    cr_assert_eq(snapccl_lp_simulate(SNAPCCL_LP_INT4, G, ncclFloat32, 3, 0, count, (const void* const*)in, whole), 0);
+    cr_assert_eq(snapccl_lp_simulate(SNAPCCL_LP_INT4, G, ncclFloat32, N, 0, count, (const void* const*)in, whole), 0);
+    const size_t slice = (size_t)snapccl_lp_slice_elems(count, N, G);
+    cr_assert(slice % (size_t)G == 0 && slice * (N - 1) < count && slice * N >= count, "G %d: slice %zu", G, slice);
     for (size_t g0 = 0; g0 < count; g0 += (size_t)G) {
       size_t n = count - g0 < (size_t)G ? count - g0 : (size_t)G;
-      const void* sub[3] = {in[0] + g0, in[1] + g0, in[2] + g0};
-      cr_assert_eq(snapccl_lp_simulate(SNAPCCL_LP_INT4, G, ncclFloat32, 3, 0, n, sub, part), 0);
-      cr_assert(!memcmp(part, whole + g0, n * 4), "group %d at %zu", G, g0);
+      const int owner = (int)(g0 / slice);
+      const void* sub[3];
+      sub[0] = in[owner] + g0;
+      for (int r = 0, k = 1; r < N; r++)
+        if (r != owner) sub[k++] = in[r] + g0;
+      cr_assert_eq(snapccl_lp_simulate(SNAPCCL_LP_INT4, G, ncclFloat32, N, 0, n, sub, part), 0);
+      cr_assert(!memcmp(part, whole + g0, n * 4), "group %d at %zu (owner %d)", G, g0, owner);
     }
   }
-  for (int r = 0; r < 3; r++) free(in[r]);
+  for (int r = 0; r < N; r++) free(in[r]);
   free(whole);
+}
+
+/* The owner's share is exact: at two ranks, a group's result is
+ * quantise-once(owner's input + the other's input quantised and decoded), the sum in
+ * fp32. (Quantising the owner's input too would differ wherever its decoding does.) */
+Test(lowprec_math, owner_input_not_quantised) {
+  const size_t count = 4097;
+  const int N = 2, G = 128;
+  uint64_t seed = 21;
+  float *in[2], *out = malloc(count * 4);
+  for (int r = 0; r < N; r++) {
+    in[r] = malloc(count * 4);
+    for (size_t i = 0; i < count; i++) in[r][i] = (float)normal(&seed);
+  }
+  const size_t slice = (size_t)snapccl_lp_slice_elems(count, N, G);
+  for (size_t f = 0; f < NELEMS(formats); f++) {
+    const int fmt = formats[f];
+    cr_assert_eq(snapccl_lp_simulate(fmt, G, ncclFloat32, N, 0, count, (const void* const*)in, out), 0);
+    size_t differs = 0;
+    for (size_t g0 = 0; g0 < count; g0 += G) {
+      const int n = count - g0 < (size_t)G ? (int)(count - g0) : G, owner = (int)(g0 / slice);
+      const float *x = in[owner] + g0, *y = in[1 - owner] + g0;
+      unsigned char c[1024];
+      float sum[1024];
+      uint32_t w = snapccl_lp_quant_group(fmt, y, n, c);
+      for (int i = 0; i < n; i++) sum[i] = x[i] + snapccl_lp_decode(fmt, c[i], w);
+      w = snapccl_lp_quant_group(fmt, sum, n, c);
+      for (int i = 0; i < n; i++) {
+        const float want = snapccl_lp_decode(fmt, c[i], w);
+        cr_assert(out[g0 + i] == want, "%s element %zu (owner %d): %.9g, expected %.9g", format_names[fmt], g0 + i,
+                  owner, out[g0 + i], want);
+      }
+      unsigned char cx[1024];
+      const uint32_t wx = snapccl_lp_quant_group(fmt, x, n, cx);
+      for (int i = 0; i < n; i++) differs += snapccl_lp_decode(fmt, cx[i], wx) != x[i];
+    }
+    cr_assert(differs > count / 2, "%s: the inputs survive quantisation, the test shows nothing", format_names[fmt]);
+  }
+  for (int r = 0; r < N; r++) free(in[r]);
+  free(out);
 }
 
 Test(lowprec_math, chunk_layout) {

@@ -14,7 +14,10 @@
 // So every rank's output is the decoding of the same codes: bitwise identical, and equal
 // to the CPU reference (lp::simulate). Why the slots and counters are safe is argued in
 // docs/ARCHITECTURE.md ("Staging slots"); this kernel shares the round counters, the
-// flags and the staging regions with staged.cu, and so the argument.
+// flags and the staging regions with staged.cu, and so the argument. A round's groups
+// from one source also fill a share of the chunk the region's owner keeps under its own
+// index (kernels/lowprec.h): the owner reads that chunk in the same step as the
+// source's own, so the argument covers it too (docs/LOWPREC.md, "Staging layout").
 //
 // Work split (kernels/lowprec_tile.cuh): a group belongs to a team of G / 32 lanes, each
 // lane holding 32 of its elements in registers; the warp works on 32 / (G / 32) groups
@@ -64,7 +67,8 @@ template <int DT, int FMT> struct Call {
   const snapccl_kargs* a;
   int me, N, G, P, warp, warps;
   lp::Team tm;
-  ull count, sl, m, sb;
+  ull count, sl, m;
+  ull ma, sba, sbb; // groups in the source's own chunk; scale bytes of the two pieces
   const char* send;
   char* recv;
   lp::Access in_acc, out_acc;
@@ -78,8 +82,11 @@ template <int DT, int FMT> struct Call {
     warps = blockDim.x >> 5;
     count = k.count;
     sl = snapccl_lp_slice_elems(count, N, G);
-    m = k.chunk_elems / G;           // groups per (block, round)
-    sb = snapccl_lp_scales_bytes(m); // a chunk: m scale words, then m payloads
+    m = k.chunk_elems / G; // groups per (block, round)
+    ma = snapccl_lp_chunk_groups(k.lay.chunk_bytes, (ull)P);
+    if (ma > m) ma = m;
+    sba = snapccl_lp_scales_bytes(ma);
+    sbb = snapccl_lp_scales_bytes(m - ma);
     send = static_cast<const char*>(k.send);
     recv = static_cast<char*>(k.recv);
     in_acc = lp::access_of(send, lp::Shape<DT>::ES);
@@ -101,11 +108,30 @@ template <int DT, int FMT> struct Call {
       e0[u] = (ull)j * sl + (og + gi[u]) * G;
     }
   }
-  __device__ char* rs_chunk(int owner, int slot, int src) const {
-    return chunk(a->ws[owner], a->lay, a->lay.rs_off, slot, src, blockIdx.x);
+  // Where src's groups of this block and round go in the region of workspace ws (kernels/
+  // lowprec.h): groups 0..ma-1 in src's chunk, the rest in src's share of the chunk ws's
+  // owner has under its own index. Each piece: scale words, then payloads.
+  struct Stage {
+    char *a, *b;
+  };
+  __device__ Stage stage(int ws, ull region_off, int slot, int src) const {
+    char* spare = chunk(a->ws[ws], a->lay, region_off, slot, ws, blockIdx.x);
+    return {chunk(a->ws[ws], a->lay, region_off, slot, src, blockIdx.x),
+            spare + (ull)snapccl_lp_spare_index(src, ws) * snapccl_lp_spare_bytes(a->lay.chunk_bytes, N)};
   }
-  __device__ char* ag_chunk(int owner, int slot, int src) const {
-    return chunk(a->ws[owner], a->lay, a->lay.ag_off, slot, src, blockIdx.x);
+  __device__ Stage rs_stage(int owner, int slot, int src) const { return stage(owner, a->lay.rs_off, slot, src); }
+  __device__ Stage ag_stage(int reader, int slot, int src) const { return stage(reader, a->lay.ag_off, slot, src); }
+  // Group g's scale word and payload.
+  __device__ unsigned* scale_at(const Stage& st, ull g) const {
+    return g < ma ? reinterpret_cast<unsigned*>(st.a) + g : reinterpret_cast<unsigned*>(st.b) + (g - ma);
+  }
+  __device__ char* pay_at(const Stage& st, ull g) const {
+    return g < ma ? st.a + sba + g * P : st.b + sbb + (g - ma) * P;
+  }
+  // The groups [lo, hi) of a step's ng that piece k (0: the chunk, 1: the spare share) holds.
+  __device__ void piece(int k, ull ng, ull& lo, ull& hi) const {
+    lo = k ? ma : 0;
+    hi = k ? ng : (ng < ma ? ng : ma);
   }
 };
 
@@ -116,13 +142,19 @@ template <int DT, int FMT> __device__ __noinline__ void push_slices(const Call<D
   for (int d = 1; d < c.N; d++) {
     const int j = (c.me + d) % c.N; // staggered so ranks do not all hit one peer at once
     const ull ng = c.groups_in(j, og);
-    char* ck = c.rs_chunk(j, slot, c.me);
-    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
-      ull gi[U], e0[U];
-      int v[U];
-      c.place(j, og, gs, ng, gi, v, e0);
-      lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gi, reinterpret_cast<unsigned*>(ck), ck + c.sb,
-                                c.P, c.tm);
+    const auto st = c.rs_stage(j, slot, c.me);
+    for (int k = 0; k < 2; k++) {
+      ull lo, hi;
+      c.piece(k, ng, lo, hi);
+      for (ull gs = lo + (ull)c.warp * step; gs < hi; gs += (ull)c.warps * step) {
+        ull gi[U], e0[U], gp[U];
+        int v[U];
+        c.place(j, og, gs, hi, gi, v, e0);
+#pragma unroll
+        for (int u = 0; u < U; u++) gp[u] = gi[u] - lo;
+        lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gp, c.scale_at(st, lo), c.pay_at(st, lo), c.P,
+                                  c.tm);
+      }
     }
   }
 }
@@ -142,9 +174,9 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     auto next_peer = [&](int r) { return r + 1 == c.me ? r + 2 : r + 1; };
     auto fetch = [&](int r, Codes<DT, FMT>& cd) -> uint32_t {
       if (!v || r >= c.N) return 0;
-      const char* ck = c.rs_chunk(c.me, slot, r);
-      get_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
-      return __ldcg(reinterpret_cast<const unsigned*>(ck) + g);
+      const auto st = c.rs_stage(c.me, slot, r);
+      get_codes<DT, FMT>(c.pay_at(st, g), cd, c.tm);
+      return __ldcg(c.scale_at(st, g));
     };
     Codes<DT, FMT> nxt = {};
     int rn = next_peer(-1);
@@ -172,9 +204,9 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     encode_part<DT, FMT>(acc, w, cd);
     if (v)
       for (int d = 1; d < c.N; d++) {
-        char* ck = c.ag_chunk((c.me + d) % c.N, slot, c.me);
-        put_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
-        if (c.tm.t == 0) __stcg(reinterpret_cast<unsigned*>(ck) + g, w);
+        const auto st = c.ag_stage((c.me + d) % c.N, slot, c.me);
+        put_codes<DT, FMT>(c.pay_at(st, g), cd, c.tm);
+        if (c.tm.t == 0) __stcg(c.scale_at(st, g), w);
       }
     Part<DT> out;
     decode_part<DT, FMT>(cd, w, out);
@@ -189,13 +221,19 @@ template <int DT, int FMT> __device__ __noinline__ void gather_slices(const Call
   for (int d = 1; d < c.N; d++) {
     const int j = (c.me + d) % c.N;
     const ull ng = c.groups_in(j, og);
-    const char* ck = c.ag_chunk(c.me, slot, j);
-    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
-      ull gi[U], e0[U];
-      int v[U];
-      c.place(j, og, gs, ng, gi, v, e0);
-      lp::get_dequantise<DT, FMT>(reinterpret_cast<const unsigned*>(ck), ck + c.sb, c.P, gi, v, c.recv, c.out_acc,
-                                  c.G, e0, c.tm);
+    const auto st = c.ag_stage(c.me, slot, j);
+    for (int k = 0; k < 2; k++) {
+      ull lo, hi;
+      c.piece(k, ng, lo, hi);
+      for (ull gs = lo + (ull)c.warp * step; gs < hi; gs += (ull)c.warps * step) {
+        ull gi[U], e0[U], gp[U];
+        int v[U];
+        c.place(j, og, gs, hi, gi, v, e0);
+#pragma unroll
+        for (int u = 0; u < U; u++) gp[u] = gi[u] - lo;
+        lp::get_dequantise<DT, FMT>(c.scale_at(st, lo), c.pay_at(st, lo), c.P, gp, v, c.recv, c.out_acc, c.G, e0,
+                                    c.tm);
+      }
     }
   }
 }

@@ -111,28 +111,29 @@ template <int DT, int FMT> struct Call {
   // Where src's groups of this block and round go in the region of workspace ws (kernels/
   // lowprec.h): groups 0..ma-1 in src's chunk, the rest in src's share of the chunk ws's
   // owner has under its own index. Each piece: scale words, then payloads.
+  // (The code storage of lowprec_tile.cuh's quantise_put and get_dequantise.)
   struct Stage {
-    char *a, *b;
+    char *a, *b; // the two pieces
+    ull ma, sba, sbb;
+    int P;
+    __device__ __forceinline__ unsigned* scale(ull g) const {
+      return g < ma ? reinterpret_cast<unsigned*>(a) + g : reinterpret_cast<unsigned*>(b) + (g - ma);
+    }
+    __device__ __forceinline__ char* payload(ull g) const {
+      return g < ma ? a + sba + g * P : b + sbb + (g - ma) * P;
+    }
   };
   __device__ Stage stage(int ws, ull region_off, int slot, int src) const {
     char* spare = chunk(a->ws[ws], a->lay, region_off, slot, ws, blockIdx.x);
     return {chunk(a->ws[ws], a->lay, region_off, slot, src, blockIdx.x),
-            spare + (ull)snapccl_lp_spare_index(src, ws) * snapccl_lp_spare_bytes(a->lay.chunk_bytes, N)};
+            spare + (ull)snapccl_lp_spare_index(src, ws) * snapccl_lp_spare_bytes(a->lay.chunk_bytes, N),
+            ma,
+            sba,
+            sbb,
+            P};
   }
   __device__ Stage rs_stage(int owner, int slot, int src) const { return stage(owner, a->lay.rs_off, slot, src); }
   __device__ Stage ag_stage(int reader, int slot, int src) const { return stage(reader, a->lay.ag_off, slot, src); }
-  // Group g's scale word and payload.
-  __device__ unsigned* scale_at(const Stage& st, ull g) const {
-    return g < ma ? reinterpret_cast<unsigned*>(st.a) + g : reinterpret_cast<unsigned*>(st.b) + (g - ma);
-  }
-  __device__ char* pay_at(const Stage& st, ull g) const {
-    return g < ma ? st.a + sba + g * P : st.b + sbb + (g - ma) * P;
-  }
-  // The groups [lo, hi) of a step's ng that piece k (0: the chunk, 1: the spare share) holds.
-  __device__ void piece(int k, ull ng, ull& lo, ull& hi) const {
-    lo = k ? ma : 0;
-    hi = k ? ng : (ng < ma ? ng : ma);
-  }
 };
 
 // 1. Reduce-scatter push: my groups of every other rank's slice into its staging.
@@ -143,18 +144,11 @@ template <int DT, int FMT> __device__ __noinline__ void push_slices(const Call<D
     const int j = (c.me + d) % c.N; // staggered so ranks do not all hit one peer at once
     const ull ng = c.groups_in(j, og);
     const auto st = c.rs_stage(j, slot, c.me);
-    for (int k = 0; k < 2; k++) {
-      ull lo, hi;
-      c.piece(k, ng, lo, hi);
-      for (ull gs = lo + (ull)c.warp * step; gs < hi; gs += (ull)c.warps * step) {
-        ull gi[U], e0[U], gp[U];
-        int v[U];
-        c.place(j, og, gs, hi, gi, v, e0);
-#pragma unroll
-        for (int u = 0; u < U; u++) gp[u] = gi[u] - lo;
-        lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gp, c.scale_at(st, lo), c.pay_at(st, lo), c.P,
-                                  c.tm);
-      }
+    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
+      ull gi[U], e0[U];
+      int v[U];
+      c.place(j, og, gs, ng, gi, v, e0);
+      lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gi, st, c.tm);
     }
   }
 }
@@ -175,8 +169,8 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     auto fetch = [&](int r, Codes<DT, FMT>& cd) -> uint32_t {
       if (!v || r >= c.N) return 0;
       const auto st = c.rs_stage(c.me, slot, r);
-      get_codes<DT, FMT>(c.pay_at(st, g), cd, c.tm);
-      return __ldcg(c.scale_at(st, g));
+      get_codes<DT, FMT>(st.payload(g), cd, c.tm);
+      return __ldcg(st.scale(g));
     };
     Codes<DT, FMT> nxt = {};
     int rn = next_peer(-1);
@@ -205,8 +199,8 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     if (v)
       for (int d = 1; d < c.N; d++) {
         const auto st = c.ag_stage((c.me + d) % c.N, slot, c.me);
-        put_codes<DT, FMT>(c.pay_at(st, g), cd, c.tm);
-        if (c.tm.t == 0) __stcg(c.scale_at(st, g), w);
+        put_codes<DT, FMT>(st.payload(g), cd, c.tm);
+        if (c.tm.t == 0) __stcg(st.scale(g), w);
       }
     Part<DT> out;
     decode_part<DT, FMT>(cd, w, out);
@@ -222,18 +216,11 @@ template <int DT, int FMT> __device__ __noinline__ void gather_slices(const Call
     const int j = (c.me + d) % c.N;
     const ull ng = c.groups_in(j, og);
     const auto st = c.ag_stage(c.me, slot, j);
-    for (int k = 0; k < 2; k++) {
-      ull lo, hi;
-      c.piece(k, ng, lo, hi);
-      for (ull gs = lo + (ull)c.warp * step; gs < hi; gs += (ull)c.warps * step) {
-        ull gi[U], e0[U], gp[U];
-        int v[U];
-        c.place(j, og, gs, hi, gi, v, e0);
-#pragma unroll
-        for (int u = 0; u < U; u++) gp[u] = gi[u] - lo;
-        lp::get_dequantise<DT, FMT>(c.scale_at(st, lo), c.pay_at(st, lo), c.P, gp, v, c.recv, c.out_acc, c.G, e0,
-                                    c.tm);
-      }
+    for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
+      ull gi[U], e0[U];
+      int v[U];
+      c.place(j, og, gs, ng, gi, v, e0);
+      lp::get_dequantise<DT, FMT>(st, gi, v, c.recv, c.out_acc, c.G, e0, c.tm);
     }
   }
 }

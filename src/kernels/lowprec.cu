@@ -69,6 +69,7 @@ template <int DT, int FMT> struct Call {
   lp::Team tm;
   ull count, sl, m;
   ull ma, sba, sbb; // groups in the source's own chunk; scale bytes of the two pieces
+  ull spare;        // bytes of a source's share of the owner's chunk
   const char* send;
   char* recv;
   lp::Access in_acc, out_acc;
@@ -87,6 +88,7 @@ template <int DT, int FMT> struct Call {
     if (ma > m) ma = m;
     sba = snapccl_lp_scales_bytes(ma);
     sbb = snapccl_lp_scales_bytes(m - ma);
+    spare = snapccl_lp_spare_bytes(k.lay.chunk_bytes, N); // (a 64-bit division: once per call)
     send = static_cast<const char*>(k.send);
     recv = static_cast<char*>(k.recv);
     in_acc = lp::access_of(send, lp::Shape<DT>::ES);
@@ -124,9 +126,9 @@ template <int DT, int FMT> struct Call {
     }
   };
   __device__ Stage stage(int ws, ull region_off, int slot, int src) const {
-    char* spare = chunk(a->ws[ws], a->lay, region_off, slot, ws, blockIdx.x);
+    char* own = chunk(a->ws[ws], a->lay, region_off, slot, ws, blockIdx.x);
     return {chunk(a->ws[ws], a->lay, region_off, slot, src, blockIdx.x),
-            spare + (ull)snapccl_lp_spare_index(src, ws) * snapccl_lp_spare_bytes(a->lay.chunk_bytes, N),
+            own + (ull)snapccl_lp_spare_index(src, ws) * spare,
             ma,
             sba,
             sbb,

@@ -71,18 +71,18 @@ __global__ void __launch_bounds__(TH, min_blocks<TH>())
   const int P = lp::payload_bytes(FMT, G);
   for_each_step<DT>(count, G, [&](const ull(&gi)[lp::Shape<DT>::U], const int(&v)[lp::Shape<DT>::U],
                                   const ull(&e0)[lp::Shape<DT>::U], const lp::Team& tm) {
-    lp::quantise_put<DT, FMT>(in, acc, G, e0, v, gi, lp::FlatCodes{scales, pay, P}, tm);
+    lp::quantise_put<DT, FMT>(in, acc, G, e0, v, gi, scales, pay, P, tm);
   });
 }
 
 template <int DT, int FMT, int TH>
 __global__ void __launch_bounds__(TH, min_blocks<TH>())
-    dequantise_kernel(unsigned* scales, char* pay, ull count, int G, char* out) {
+    dequantise_kernel(const unsigned* scales, const char* pay, ull count, int G, char* out) {
   const lp::Access acc = lp::access_of(out, lp::Shape<DT>::ES);
   const int P = lp::payload_bytes(FMT, G);
   for_each_step<DT>(count, G, [&](const ull(&gi)[lp::Shape<DT>::U], const int(&v)[lp::Shape<DT>::U],
                                   const ull(&e0)[lp::Shape<DT>::U], const lp::Team& tm) {
-    lp::get_dequantise<DT, FMT>(lp::FlatCodes{scales, pay, P}, gi, v, out, acc, G, e0, tm);
+    lp::get_dequantise<DT, FMT>(scales, pay, P, gi, v, out, acc, G, e0, tm);
   });
 }
 

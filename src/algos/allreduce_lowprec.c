@@ -141,9 +141,7 @@ static double cost(const struct snapccl_coll* c) {
 
 /* The grid as snapccl_split_rounds makes it, in groups (slices start on group boundaries,
  * so a group never straddles two owners). Only values every rank shares go in, so every
- * rank computes the same grid. A round takes what a source's chunk and its share of the
- * owner's unused chunk hold (snapccl_lp_round_groups): at two ranks twice a chunk, which
- * on two H200s took 32 MB of bfloat16 in fp8 from two rounds to one.
+ * rank computes the same grid.
  *
  * A block's share of a round (m groups) is also a whole number of ALIGN_BYTES of
  * unquantised data where the chunk allows: measured on an H100 (docs/LOWPREC.md, "Where a
@@ -171,13 +169,13 @@ void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl
                               struct snapccl_geom* g) {
   const unsigned long long G = (unsigned long long)s->group, gbytes = G * snapccl_dtype_size(c->dtype);
   const unsigned long long groups = snapccl_lp_slice_elems(c->count, c->comm->nranks, s->group) / G;
-  unsigned long long cap = snapccl_lp_round_groups(snapccl_coll_layout(c)->chunk_bytes, c->comm->nranks,
+  unsigned long long cap = snapccl_lp_chunk_groups(snapccl_coll_layout(c)->chunk_bytes,
                                                    snapccl_lp_payload_bytes(s->format, s->group));
   unsigned long long q = ALIGN_BYTES / gcd(ALIGN_BYTES, gbytes); /* groups per aligned share */
   if (cap >= q)
     cap = cap / q * q;
   else
-    q = 1; /* a round cannot hold one aligned share */
+    q = 1; /* the chunk cannot hold one aligned share */
   const unsigned long long m = snapccl_split_rounds(c, groups, gbytes, cap, q, &g->blocks);
   g->mode = SNAPCCL_LP_MODE(s->format, s->group, g->blocks <= snapccl_coll_whole_sms(c));
   g->count = c->count;

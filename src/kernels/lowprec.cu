@@ -14,10 +14,7 @@
 // So every rank's output is the decoding of the same codes: bitwise identical, and equal
 // to the CPU reference (lp::simulate). Why the slots and counters are safe is argued in
 // docs/ARCHITECTURE.md ("Staging slots"); this kernel shares the round counters, the
-// flags and the staging regions with staged.cu, and so the argument. A round's groups
-// from one source also fill a share of the chunk the region's owner keeps under its own
-// index (kernels/lowprec.h): the owner reads that chunk in the same step as the
-// source's own, so the argument covers it too (docs/LOWPREC.md, "Staging layout").
+// flags and the staging regions with staged.cu, and so the argument.
 //
 // Work split (kernels/lowprec_tile.cuh): a group belongs to a team of G / 32 lanes, each
 // lane holding 32 of its elements in registers; the warp works on 32 / (G / 32) groups
@@ -67,9 +64,7 @@ template <int DT, int FMT> struct Call {
   const snapccl_kargs* a;
   int me, N, G, P, warp, warps;
   lp::Team tm;
-  ull count, sl, m;
-  ull ma, sba, sbb; // groups in the source's own chunk; scale bytes of the two pieces
-  ull spare;        // bytes of a source's share of the owner's chunk
+  ull count, sl, m, sb;
   const char* send;
   char* recv;
   lp::Access in_acc, out_acc;
@@ -83,12 +78,8 @@ template <int DT, int FMT> struct Call {
     warps = blockDim.x >> 5;
     count = k.count;
     sl = snapccl_lp_slice_elems(count, N, G);
-    m = k.chunk_elems / G; // groups per (block, round)
-    ma = snapccl_lp_chunk_groups(k.lay.chunk_bytes, (ull)P);
-    if (ma > m) ma = m;
-    sba = snapccl_lp_scales_bytes(ma);
-    sbb = snapccl_lp_scales_bytes(m - ma);
-    spare = snapccl_lp_spare_bytes(k.lay.chunk_bytes, N); // (a 64-bit division: once per call)
+    m = k.chunk_elems / G;           // groups per (block, round)
+    sb = snapccl_lp_scales_bytes(m); // a chunk: m scale words, then m payloads
     send = static_cast<const char*>(k.send);
     recv = static_cast<char*>(k.recv);
     in_acc = lp::access_of(send, lp::Shape<DT>::ES);
@@ -110,32 +101,12 @@ template <int DT, int FMT> struct Call {
       e0[u] = (ull)j * sl + (og + gi[u]) * G;
     }
   }
-  // Where src's groups of this block and round go in the region of workspace ws (kernels/
-  // lowprec.h): groups 0..ma-1 in src's chunk, the rest in src's share of the chunk ws's
-  // owner has under its own index. Each piece: scale words, then payloads.
-  // (The code storage of lowprec_tile.cuh's quantise_put and get_dequantise.)
-  struct Stage {
-    char *a, *b; // the two pieces
-    ull ma, sba, sbb;
-    int P;
-    __device__ __forceinline__ unsigned* scale(ull g) const {
-      return g < ma ? reinterpret_cast<unsigned*>(a) + g : reinterpret_cast<unsigned*>(b) + (g - ma);
-    }
-    __device__ __forceinline__ char* payload(ull g) const {
-      return g < ma ? a + sba + g * P : b + sbb + (g - ma) * P;
-    }
-  };
-  __device__ Stage stage(int ws, ull region_off, int slot, int src) const {
-    char* own = chunk(a->ws[ws], a->lay, region_off, slot, ws, blockIdx.x);
-    return {chunk(a->ws[ws], a->lay, region_off, slot, src, blockIdx.x),
-            own + (ull)snapccl_lp_spare_index(src, ws) * spare,
-            ma,
-            sba,
-            sbb,
-            P};
+  __device__ char* rs_chunk(int owner, int slot, int src) const {
+    return chunk(a->ws[owner], a->lay, a->lay.rs_off, slot, src, blockIdx.x);
   }
-  __device__ Stage rs_stage(int owner, int slot, int src) const { return stage(owner, a->lay.rs_off, slot, src); }
-  __device__ Stage ag_stage(int reader, int slot, int src) const { return stage(reader, a->lay.ag_off, slot, src); }
+  __device__ char* ag_chunk(int owner, int slot, int src) const {
+    return chunk(a->ws[owner], a->lay, a->lay.ag_off, slot, src, blockIdx.x);
+  }
 };
 
 // 1. Reduce-scatter push: my groups of every other rank's slice into its staging.
@@ -145,12 +116,13 @@ template <int DT, int FMT> __device__ __noinline__ void push_slices(const Call<D
   for (int d = 1; d < c.N; d++) {
     const int j = (c.me + d) % c.N; // staggered so ranks do not all hit one peer at once
     const ull ng = c.groups_in(j, og);
-    const auto st = c.rs_stage(j, slot, c.me);
+    char* ck = c.rs_chunk(j, slot, c.me);
     for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
       ull gi[U], e0[U];
       int v[U];
       c.place(j, og, gs, ng, gi, v, e0);
-      lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gi, st, c.tm);
+      lp::quantise_put<DT, FMT>(c.send, c.in_acc, c.G, e0, v, gi, reinterpret_cast<unsigned*>(ck), ck + c.sb,
+                                c.P, c.tm);
     }
   }
 }
@@ -170,9 +142,9 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     auto next_peer = [&](int r) { return r + 1 == c.me ? r + 2 : r + 1; };
     auto fetch = [&](int r, Codes<DT, FMT>& cd) -> uint32_t {
       if (!v || r >= c.N) return 0;
-      const auto st = c.rs_stage(c.me, slot, r);
-      get_codes<DT, FMT>(st.payload(g), cd, c.tm);
-      return __ldcg(st.scale(g));
+      const char* ck = c.rs_chunk(c.me, slot, r);
+      get_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
+      return __ldcg(reinterpret_cast<const unsigned*>(ck) + g);
     };
     Codes<DT, FMT> nxt = {};
     int rn = next_peer(-1);
@@ -200,9 +172,9 @@ template <int DT, int FMT> __device__ __noinline__ void reduce_slice(const Call<
     encode_part<DT, FMT>(acc, w, cd);
     if (v)
       for (int d = 1; d < c.N; d++) {
-        const auto st = c.ag_stage((c.me + d) % c.N, slot, c.me);
-        put_codes<DT, FMT>(st.payload(g), cd, c.tm);
-        if (c.tm.t == 0) __stcg(st.scale(g), w);
+        char* ck = c.ag_chunk((c.me + d) % c.N, slot, c.me);
+        put_codes<DT, FMT>(ck + c.sb + g * c.P, cd, c.tm);
+        if (c.tm.t == 0) __stcg(reinterpret_cast<unsigned*>(ck) + g, w);
       }
     Part<DT> out;
     decode_part<DT, FMT>(cd, w, out);
@@ -217,12 +189,13 @@ template <int DT, int FMT> __device__ __noinline__ void gather_slices(const Call
   for (int d = 1; d < c.N; d++) {
     const int j = (c.me + d) % c.N;
     const ull ng = c.groups_in(j, og);
-    const auto st = c.ag_stage(c.me, slot, j);
+    const char* ck = c.ag_chunk(c.me, slot, j);
     for (ull gs = (ull)c.warp * step; gs < ng; gs += (ull)c.warps * step) {
       ull gi[U], e0[U];
       int v[U];
       c.place(j, og, gs, ng, gi, v, e0);
-      lp::get_dequantise<DT, FMT>(st, gi, v, c.recv, c.out_acc, c.G, e0, c.tm);
+      lp::get_dequantise<DT, FMT>(reinterpret_cast<const unsigned*>(ck), ck + c.sb, c.P, gi, v, c.recv, c.out_acc,
+                                  c.G, e0, c.tm);
     }
   }
 }

@@ -42,8 +42,7 @@ enum { SNAPCCL_LP_OFF = 0, SNAPCCL_LP_FP8 = 1, SNAPCCL_LP_INT8 = 2, SNAPCCL_LP_I
 
 /* A staging chunk (one per slot, source and block, chunk_bytes long, as for the two-shot)
  * holds m whole groups: m scale words, padded to 16 bytes, then m payloads of
- * payload_bytes each (a multiple of 16: group size >= 32, a multiple of 32). A round may
- * carry more groups than one chunk holds (snapccl_lp_spare_bytes below). */
+ * payload_bytes each (a multiple of 16: group size >= 32, a multiple of 32). */
 SNAPCCL_LP_INLINE unsigned long long snapccl_lp_payload_bytes(int format, int group) {
   return format == SNAPCCL_LP_INT4 ? (unsigned long long)group / 2 : (unsigned long long)group;
 }
@@ -65,22 +64,6 @@ SNAPCCL_LP_INLINE unsigned long long snapccl_lp_chunk_groups(unsigned long long 
   unsigned long long m = chunk_bytes / (payload + 4);
   while (m > 0 && snapccl_lp_scales_bytes(m) + m * payload > chunk_bytes) m--;
   return m;
-}
-/* A (source, block)'s groups of a round go in two pieces: first the chunk of that source
- * (the two-shot's), then a share of the chunk the region's owner has under its own index,
- * which no algorithm that stages through the owner's region fills (no rank sends itself
- * data): 1/(N-1) of it each, 16-byte aligned. Each piece holds its groups' scale words,
- * then their payloads. At two ranks this doubles a round's groups without more memory. */
-SNAPCCL_LP_INLINE unsigned long long snapccl_lp_spare_bytes(unsigned long long chunk_bytes, int nranks) {
-  return nranks > 1 ? chunk_bytes / (unsigned long long)(nranks - 1) / 16 * 16 : 0;
-}
-/* The spare share's index for source src in owner's region (the sources but owner). */
-SNAPCCL_LP_INLINE int snapccl_lp_spare_index(int src, int owner) { return src < owner ? src : src - 1; }
-/* The most groups a (source, block) moves per round: its chunk's, then the spare share's. */
-SNAPCCL_LP_INLINE unsigned long long snapccl_lp_round_groups(unsigned long long chunk_bytes, int nranks,
-                                                         unsigned long long payload) {
-  return snapccl_lp_chunk_groups(chunk_bytes, payload) +
-         snapccl_lp_chunk_groups(snapccl_lp_spare_bytes(chunk_bytes, nranks), payload);
 }
 
 /* ---- kernels (kernels/lowprec.cu) ---- */

@@ -361,26 +361,15 @@ template <int DT, int FMT> __device__ __forceinline__ void get_codes(const char*
   }
 }
 
-// Where groups' codes live: group g's scale word at scale(g), its payload at payload(g).
-// One flat array of each (the benchmark); the all-reduce's staging is split in two
-// pieces (kernels/lowprec.cu, Call::Stage).
-struct FlatCodes {
-  unsigned* scales;
-  char* pay;
-  int P;
-  __device__ __forceinline__ unsigned* scale(ull g) const { return scales + g; }
-  __device__ __forceinline__ char* payload(ull g) const { return pay + g * (ull)P; }
-};
-
 // The two halves of the data path as the all-reduce's steps 1 and 3 run them, and the
 // benchmark times them: a lane's U groups (gi[u], v[u] valid elements from element
-// e0[u] of buf; v[u] = 0: none) between the user buffer and code storage (Codes: as
-// FlatCodes). All loads are issued before the first group is encoded or stored: bytes in
-// flight are what a memory-bound loop runs on.
-template <int DT, int FMT, typename Store>
+// e0[u] of buf; v[u] = 0: none) between the user buffer and code storage (scale word
+// of group g at scales[g], its codes at pay + g P). All loads are issued before the
+// first group is encoded or stored: bytes in flight are what a memory-bound loop runs on.
+template <int DT, int FMT>
 __device__ __forceinline__ void quantise_put(const char* buf, Access acc, int G, const ull (&e0)[Shape<DT>::U],
                                              const int (&v)[Shape<DT>::U], const ull (&gi)[Shape<DT>::U],
-                                             const Store& dst, const Team& tm) {
+                                             unsigned* scales, char* pay, int P, const Team& tm) {
   constexpr int U = Shape<DT>::U;
   Part<DT> x[U];
 #pragma unroll
@@ -391,16 +380,17 @@ __device__ __forceinline__ void quantise_put(const char* buf, Access acc, int G,
     Codes<DT, FMT> cd;
     encode_part<DT, FMT>(x[u], w, cd);
     if (v[u]) {
-      put_codes<DT, FMT>(dst.payload(gi[u]), cd, tm);
-      if (tm.t == 0) __stcg(dst.scale(gi[u]), w);
+      put_codes<DT, FMT>(pay + gi[u] * (ull)P, cd, tm);
+      if (tm.t == 0) __stcg(scales + gi[u], w);
     }
   }
 }
 
-template <int DT, int FMT, typename Store>
-__device__ __forceinline__ void get_dequantise(const Store& src, const ull (&gi)[Shape<DT>::U],
-                                               const int (&v)[Shape<DT>::U], char* buf, Access acc, int G,
-                                               const ull (&e0)[Shape<DT>::U], const Team& tm) {
+template <int DT, int FMT>
+__device__ __forceinline__ void get_dequantise(const unsigned* scales, const char* pay, int P,
+                                               const ull (&gi)[Shape<DT>::U], const int (&v)[Shape<DT>::U],
+                                               char* buf, Access acc, int G, const ull (&e0)[Shape<DT>::U],
+                                               const Team& tm) {
   constexpr int U = Shape<DT>::U;
   Codes<DT, FMT> cd[U];
   uint32_t w[U];
@@ -408,8 +398,8 @@ __device__ __forceinline__ void get_dequantise(const Store& src, const ull (&gi)
   for (int u = 0; u < U; u++) {
     w[u] = 0;
     if (v[u]) {
-      get_codes<DT, FMT>(src.payload(gi[u]), cd[u], tm);
-      w[u] = __ldcg(src.scale(gi[u]));
+      get_codes<DT, FMT>(pay + gi[u] * (ull)P, cd[u], tm);
+      w[u] = __ldcg(scales + gi[u]);
     }
   }
 #pragma unroll

@@ -6,8 +6,7 @@
  * src/kernels/lowprec_math.cuh), hence also every other rank's. Also: misaligned
  * pointers, Inf/NaN placement, CUDA graphs (which keep the setting of their capture), the
  * environment switch, declines for other dtypes and ops (exact full-precision results),
- * nothing changed when the opt-in is absent, and rounds that overflow a staging chunk into
- * the spare one (small SNAPCCL_BUFFSIZE). Skips without a GPU. */
+ * and nothing changed when the opt-in is absent. Skips without a GPU. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -261,32 +260,6 @@ Test(lowprec, offsets_and_odd_groups, .timeout = 600) {
     run(&f, &c);
   }
   close_world(&f);
-}
-
-/* Rounds through both pieces of the staging (kernels/lowprec.h): with 1 MiB of
- * SNAPCCL_BUFFSIZE the chunks are 4 KiB (the layout's floor), so a block's share of a round
- * overflows its chunk into its share of the owner's (at 2 ranks, 1M+3 float32 in fp8 at
- * G = 256: 16 groups per block and round, 15 in the chunk; the unit test
- * lowprec_settings::geometry pins that shape), over several rounds, every format, 2, 3
- * and 8 ranks, partial last groups. */
-Test(lowprec, small_staging, .timeout = 600) {
-  T_REQUIRE_GPU();
-  static const int worlds[] = {2, 3, 8};
-  static const int gs[] = {32, 256, 1024};
-  t_env_set("SNAPCCL_BUFFSIZE", "1048576");
-  int k = 0;
-  for (size_t w = 0; w < NELEMS(worlds); w++) {
-    struct fixture f;
-    open_world(&f, worlds[w], (size_t)BIG * 4);
-    for (size_t fm = 0; fm < NELEMS(formats); fm++)
-      for (size_t g = 0; g < NELEMS(gs); g++, k++) {
-        set_all(&f, formats[fm], gs[g], 0);
-        struct lpcase c = make(formats[fm], gs[g], dtypes[k % 3], k % 4 == 1, k % 2 ? BIG : 70001, k % 3 == 2);
-        run(&f, &c);
-      }
-    close_world(&f);
-  }
-  t_env_set("SNAPCCL_BUFFSIZE", NULL);
 }
 
 Test(lowprec, inf_nan_placement, .timeout = 600) {

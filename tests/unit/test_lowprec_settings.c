@@ -275,20 +275,14 @@ static void check_geometry(struct snapccl_comm* c, size_t count, ncclDataType_t 
   const unsigned long long m = g->chunk_elems / G;
   cr_assert(g->chunk_elems % G == 0 && m >= 1);
   cr_assert(g->blocks >= 1 && g->blocks <= t->max_blocks);
-  /* A share fits its two pieces: the source's chunk, then its share of the owner's. */
-  const unsigned long long ma = snapccl_lp_chunk_groups(t->lay.chunk_bytes, P), mb = m > ma ? m - ma : 0;
-  const unsigned long long spare = snapccl_lp_spare_bytes(t->lay.chunk_bytes, (int)n);
-  cr_assert_leq(m, snapccl_lp_round_groups(t->lay.chunk_bytes, (int)n, P));
-  cr_assert_leq(snapccl_lp_scales_bytes(m - mb) + (m - mb) * P, t->lay.chunk_bytes, "a share fits its chunk");
-  cr_assert_leq(snapccl_lp_scales_bytes(mb) + mb * P, spare, "the rest fits the spare share");
-  cr_assert(spare % 16 == 0 && spare * (n - 1) <= t->lay.chunk_bytes, "the spare shares fit the owner's chunk");
+  cr_assert_leq(snapccl_lp_scales_bytes(m) + m * P, t->lay.chunk_bytes, "a share fits its chunk");
   const unsigned long long per_round = (unsigned long long)g->blocks * m;
   const unsigned long long rounds = (groups + per_round - 1) / per_round;
   cr_assert((rounds ? rounds - 1 : 0) * per_round < groups || groups == 0, "the last round is not empty");
   /* Whole 4 KiB shares when q groups (the smallest whole share) fit the chunk. */
   unsigned long long q = 1;
   while ((q * G * es) % 4096) q++;
-  const int q_fits = q <= snapccl_lp_round_groups(t->lay.chunk_bytes, (int)n, P);
+  const int q_fits = snapccl_lp_scales_bytes(q) + q * P <= t->lay.chunk_bytes;
   cr_assert(!q_fits || (m * G * es) % 4096 == 0, "count %zu dtype %d fmt %d G %d: share of %llu groups", count, dt,
             format, group, m);
   /* Balanced: no more than one whole share's rounding above an even split. */
@@ -323,14 +317,12 @@ Test(lowprec_settings, geometry) {
       }
     fake_free(c);
   }
-  /* The case that was slow on the H100: 64 MiB of float16 in fp8, 2 ranks, 64 blocks, 64
-   * KiB chunks (32 MiB of staging; the default 64 MiB did the same before rounds took the
-   * spare chunk too). An even split is 3 rounds of 342 groups per block (a round holds 252
-   * + 252); whole 4 KiB shares make it 344. */
+  /* The case that was slow on the H100: 64 MiB of float16 in fp8, 2 ranks, default staging.
+   * An even split is 3 rounds of 342 groups per block; whole 4 KiB shares make it 344. */
   struct snapccl_comm* c = fake_new(2);
   c->transport->max_blocks = 64;
   c->transport->whole_sms = 33;
-  snapccl_ws_layout_compute(&c->transport->lay, 2, 64, 32ll << 20);
+  snapccl_ws_layout_compute(&c->transport->lay, 2, 64, 64ll << 20);
   struct snapccl_geom g;
   check_geometry(c, 32u << 20, ncclFloat16, SNAPCCL_LP_FP8, 256, &g);
   cr_assert_eq(g.blocks, 64);
@@ -341,27 +333,13 @@ Test(lowprec_settings, geometry) {
   cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 1, "16 blocks fit the 33 whole SMs: wide");
   fake_free(c);
   /* One rank per H200, two of them: 32 MB of bfloat16 takes every one of 128 blocks, too
-   * many for the 66 whole SMs: 256-thread blocks, in one round of 256 groups each (64 KiB
-   * chunks hold 252 groups of fp8: two rounds without the spare chunk). */
+   * many for the 66 whole SMs: 256-thread blocks, in 2 rounds (64 KiB chunks). */
   c = fake_new(2);
   c->transport->max_blocks = 128;
   c->transport->whole_sms = 66;
   snapccl_ws_layout_compute(&c->transport->lay, 2, 128, 64ll << 20);
   check_geometry(c, 16u << 20, ncclBfloat16, SNAPCCL_LP_FP8, 256, &g);
   cr_assert_eq(g.blocks, 128);
-  cr_assert_eq(g.chunk_elems, 256ull * 256, "one round: 256 groups per block");
   cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 0, "128 blocks, 66 may fill an SM: 256-thread blocks");
-  fake_free(c);
-  /* The GPU test lowprec::small_staging: 1 MiB of staging, 4 KiB chunks (the floor), two
-   * ranks sharing a GPU (66 blocks): 1M+3 float32 in fp8 at G = 256 puts 16 groups per
-   * block in each round, one more than the chunk's 15, so the spare share is used. */
-  c = fake_new(2);
-  c->transport->max_blocks = 66;
-  c->transport->whole_sms = 66;
-  snapccl_ws_layout_compute(&c->transport->lay, 2, 66, 1ll << 20);
-  cr_assert_eq(c->transport->lay.chunk_bytes, 4096ull);
-  check_geometry(c, (1u << 20) + 3, ncclFloat32, SNAPCCL_LP_FP8, 256, &g);
-  cr_assert_eq(g.chunk_elems, 16ull * 256);
-  cr_assert_eq(snapccl_lp_chunk_groups(4096, 256), 15ull);
   fake_free(c);
 }

@@ -26,10 +26,10 @@
  *
  * The whole algorithm (sum over N ranks): each rank's element moves by at most its bound
  * B_r, except the owner's (the rank whose slice holds the group), which enters the sum
- * as it is (B = 0: that is what makes its share exact); the fp32 sum of the N decoded values adds at most (N - 1) u sum |x^_r|; the result
- * is quantised once more (bound B_f with its own scale) and rounded to the dtype (half
- * an ulp: 2^-11 relative for float16, 2^-8 for bfloat16, 2^-24 for float32, plus the
- * dtype's subnormal step). The test checks |out - sum x_r| against the sum of those
+ * as it is (B = 0); the fp32 sum of the N values adds at most (N - 1) u sum |x^_r|; the
+ * result is quantised once more (bound B_f with its own scale) and rounded to the dtype
+ * (half an ulp: 2^-11 relative for float16, 2^-8 for bfloat16, 2^-24 for float32, plus
+ * the dtype's subnormal step). The test checks |out - sum x_r| against the sum of those
  * terms (avg: everything divided by N, plus one more rounding). */
 #include <criterion/criterion.h>
 

@@ -20,6 +20,9 @@
 #define SNAPCCL_MIN_BLOCKS_PER_SM 2
 /* 16-byte packs are the unit of every copy and reduction. */
 #define SNAPCCL_PACK 16
+/* Bytes of one source slot of the one-shot (flags and Lamport) buffers: the largest
+ * message the one-shot algorithms take (the GPU tests read it from here too). */
+#define SNAPCCL_ONESHOT_BYTES (512u << 10)
 
 /* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. */
 enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_KINDS = 3 };

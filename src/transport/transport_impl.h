@@ -9,10 +9,6 @@
 #include "comm.h"
 #include "kernels/kargs.h"
 
-/* Bytes of one source slot of the one-shot (flags and Lamport) buffers: the largest
- * message the one-shot algorithms take. */
-#define SNAPCCL_ONESHOT_BYTES (512u << 10)
-
 struct snapccl_transport {
   int usable;          /* collectives can run (P2P, kernels for this GPU, rank count) */
   char reason[200];    /* why not, when !usable */

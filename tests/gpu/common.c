@@ -15,6 +15,7 @@
 
 #include "common_check.h"
 #include "env.h"
+#include "kernels/kargs.h"
 #include "snapccl.h"
 
 /* ---------------------------------------------------------------- basics */
@@ -413,8 +414,8 @@ int t_algo_accepts(const struct t_case* c, int nranks) {
   int premul = c->coll != T_AG && (c->op == T_PREMUL_HOST || c->op == T_PREMUL_DEV);
   if (!strcmp(c->algo, "copy")) return nranks == 1 && !premul; /* one rank, data unchanged */
   if (c->coll != T_AR) return !strcmp(c->algo, "direct");
-  if (!strcmp(c->algo, "lamport")) return dts[c->dt].is_float && bytes <= (512u << 10);
-  if (!strcmp(c->algo, "oneshot")) return bytes <= (512u << 10);
+  if (!strcmp(c->algo, "lamport")) return dts[c->dt].is_float && bytes <= SNAPCCL_ONESHOT_BYTES;
+  if (!strcmp(c->algo, "oneshot")) return bytes <= SNAPCCL_ONESHOT_BYTES;
   return !strcmp(c->algo, "twoshot");
 }
 

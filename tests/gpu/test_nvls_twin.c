@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "fixture.h"
+#include "kernels/kargs.h"
 #include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -49,7 +50,7 @@ static int accepts(const struct t_case* c) {
                (c->op == T_SUM || c->op == T_AVG || c->op == T_PREMUL_HOST || c->op == T_PREMUL_DEV);
   if (!red_ok) return 0;
   if (c->coll == T_AR && strcmp(c->algo, "nvls_twoshot_twin") != 0)
-    return c->count * t_dt_size(c->dt) <= (512u << 10);
+    return c->count * t_dt_size(c->dt) <= SNAPCCL_ONESHOT_BYTES;
   return 1;
 }
 

@@ -434,9 +434,9 @@ Test(fused_route, choice_by_size) {
   fake_transport(c, 16, 0);
   struct snapccl_fused f = make(c, 1, 4096, ncclBfloat16);
   cr_assert_str_eq(route_name(&f, 0, 1, why), "oneshot", "%s", why);
-  f.tokens = 64; /* 512 KiB: the one-shot buffer's size */
+  f.tokens = (int)(c->transport->lay.oneshot_bytes / (4096 * 2)); /* the one-shot buffer, full */
   cr_assert_str_eq(route_name(&f, 0, 1, why), "oneshot", "%s", why);
-  f.tokens = 65;
+  f.tokens++;
   cr_assert_str_eq(route_name(&f, 0, 1, why), "twoshot", "%s", why);
   f.tokens = 4096;
   f.hidden = 8192;

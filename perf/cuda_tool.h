@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+extern "C" {
+#include "args.h"
+}
+
 #define CUDA_OK(call)                                                                       \
   do {                                                                                      \
     cudaError_t e_ = (call);                                                                \
@@ -15,12 +19,13 @@
     }                                                                                       \
   } while (0)
 
-// "64M" -> 67108864; K, M, G are powers of 1024.
+// "64M" -> 67108864 as the perf binaries read sizes (perf_parse_size: K, M, G are powers
+// of 1024); anything else ends the program.
 static inline size_t tool_parse_size(const char* s) {
-  char* end = NULL;
-  double v = strtod(s, &end);
-  if (end && (*end == 'K' || *end == 'k')) v *= 1024;
-  else if (end && (*end == 'M' || *end == 'm')) v *= 1024 * 1024;
-  else if (end && (*end == 'G' || *end == 'g')) v *= 1024.0 * 1024 * 1024;
-  return (size_t)v;
+  size_t v = 0;
+  if (perf_parse_size(s, &v) != 0) {
+    fprintf(stderr, "not a size: %s\n", s);
+    exit(2);
+  }
+  return v;
 }

@@ -40,7 +40,6 @@ using ull = unsigned long long;
 
 namespace {
 
-
 // Calls f(gi, v, e0, team) for every warp step over the count elements' groups, the
 // grid striding as a whole: each lane's U groups (gi[u], v[u] valid elements from e0[u]).
 template <int DT, typename F> __device__ __forceinline__ void for_each_step(ull count, int G, const F& f) {

@@ -22,6 +22,7 @@
 // Both use begin()/end() (the per-call epoch) and bounded waits from device_common.cuh.
 #include "kernels/fused_launch.h"
 #include "kernels/fused_row.cuh"
+#include "kernels/kernel_load.cuh"
 
 namespace snap {
 namespace {
@@ -258,13 +259,8 @@ template <int DT> cudaError_t load_one(int* per_sm) {
   for (const void* fn : fns) {
     cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)SNAPCCL_FUSED_ROW_CACHE_MAX);
-    cudaFuncAttributes attr;
-    if (e == cudaSuccess) e = cudaFuncGetAttributes(&attr, fn);
-    int n = 0;
-    if (e == cudaSuccess)
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, SNAPCCL_THREADS, SNAPCCL_FUSED_ROW_CACHE_MAX);
+    if (e == cudaSuccess) e = load_and_fit(fn, SNAPCCL_THREADS, SNAPCCL_FUSED_ROW_CACHE_MAX, *per_sm);
     if (e != cudaSuccess) return e;
-    if (n < *per_sm) *per_sm = n;
   }
   return cudaSuccess;
 }

@@ -28,6 +28,7 @@
 
 #include "coll.h"
 #include "kernels/device_common.cuh"
+#include "kernels/kernel_load.cuh"
 #include "kernels/lowprec.h"
 #include "kernels/lowprec_tile.cuh"
 
@@ -276,14 +277,8 @@ template <int DT> cudaError_t launch_dt(const snapccl_kargs* a, int blocks, cuda
 // is counted in whole SMs).
 template <int DT, int FMT> bool load_fmt(int& fit) {
   cudaFuncAttributes attr;
-  int n = 0;
-  if (cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>) != cudaSuccess ||
-      cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS,
-                                                    0) != cudaSuccess)
-    return false;
-  if (n < fit) fit = n;
-  return true;
+  return cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) == cudaSuccess &&
+         load_and_fit((const void*)lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS, 0, fit) == cudaSuccess;
 }
 template <int DT> bool load_dt(int& fit) {
   return load_fmt<DT, lp::FMT_FP8>(fit) && load_fmt<DT, lp::FMT_INT8>(fit) && load_fmt<DT, lp::FMT_INT4>(fit);

@@ -9,6 +9,7 @@
 // each slot to the sentinel right after reading it. Why two parities suffice, and the
 // sentinel, are in docs/ARCHITECTURE.md ("Lamport buffers").
 #include "kernels/device_common.cuh"
+#include "kernels/kernel_load.cuh"
 #include "kernels/launch.h"
 #include "kernels/reduce_ops.cuh"
 
@@ -251,16 +252,12 @@ extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
    * bounds promise at least two). The one-shot kernels fit 3 on an H100, the staged and
    * low-precision ones (108-128 registers) 2: counting only the former let ranks sharing
    * a GPU hold three quarters of it instead of half. */
-  int a = 0, b = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, snap::oneshot_kernel<ncclFloat8e4m3>,
-                                                    SNAPCCL_THREADS, 0) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, snap::lamport_kernel<ncclFloat8e4m3>,
-                                                    SNAPCCL_THREADS, 0) != cudaSuccess) {
+  int fit = staged;
+  if (snap::load_and_fit((const void*)snap::oneshot_kernel<ncclFloat8e4m3>, SNAPCCL_THREADS, 0, fit) != cudaSuccess ||
+      snap::load_and_fit((const void*)snap::lamport_kernel<ncclFloat8e4m3>, SNAPCCL_THREADS, 0, fit) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
-  int fit = a < b ? a : b;
-  if (staged < fit) fit = staged;
   if (lowprec > 0 && lowprec < fit) fit = lowprec; /* 0: the optional feature did not load */
   *blocks_per_sm = fit;
   return 1;

@@ -7,6 +7,7 @@
 // enough, and why the round counter persists across calls, is argued in
 // docs/ARCHITECTURE.md ("Staging slots").
 #include "kernels/device_common.cuh"
+#include "kernels/kernel_load.cuh"
 #include "kernels/launch.h"
 #include "kernels/reduce_ops.cuh"
 
@@ -192,17 +193,10 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM) al
 } // namespace
 } // namespace snap
 
-// Loads every staged kernel now (see snapccl_kernels_runnable: lazy loading at the
-// first launch can deadlock ranks that share a GPU), and lowers fit to how many blocks of
-// each fit on an SM.
+// Loads every staged kernel now (kernels/kernel_load.cuh), lowering fit to each one's
+// blocks per SM.
 static bool load_staged_fn(const void* fn, int& fit) {
-  cudaFuncAttributes attr;
-  int n = 0;
-  if (cudaFuncGetAttributes(&attr, fn) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, SNAPCCL_THREADS, 0) != cudaSuccess)
-    return false;
-  if (n < fit) fit = n;
-  return true;
+  return snap::load_and_fit(fn, SNAPCCL_THREADS, 0, fit) == cudaSuccess;
 }
 template <int DT> static bool load_staged(int& fit) {
   return load_staged_fn((const void*)snap::staged_reduce_kernel<DT>, fit);

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../fnv.h"
 #include "common_check.h"
 #include "env.h"
 #include "kernels/kargs.h"
@@ -636,12 +637,6 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
   return 0;
 }
 
-uint64_t t_fnv(uint64_t h, const void* p, size_t n) {
-  const unsigned char* b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
-  return h;
-}
-
 static int verify_rank(struct t_world* w, const struct t_case* c, struct t_bufs* b,
                        struct t_host* h, int r, int issued, int first, char* err) {
   unsigned char *got = h->stage, *img = h->stage + h->stage_cap;
@@ -688,7 +683,7 @@ static int verify_rank(struct t_world* w, const struct t_case* c, struct t_bufs*
     return t_fail(err, "rank %d's result differs bitwise from rank %d's at element %zu", r,
                 w->first, d / es);
   }
-  if (c->coll != T_RS && w->nlocal < w->n) w->hash = t_fnv(w->hash, res, h->out_bytes);
+  if (c->coll != T_RS && w->nlocal < w->n) w->hash = fnv_continue(w->hash, res, h->out_bytes);
   return 0;
 }
 

@@ -74,8 +74,6 @@ void t_put(ncclDataType_t dt, void* buf, size_t i, double v);
 /* ---- random numbers (splitmix64) ---- */
 uint64_t t_mix(uint64_t x);
 uint64_t t_rand(uint64_t* state);
-/* FNV-1a of n bytes continuing from h (t_world's hash starts at the offset basis). */
-uint64_t t_fnv(uint64_t h, const void* p, size_t n);
 
 /* ---- one collective call on every local rank ---- */
 struct t_case {
@@ -115,7 +113,7 @@ struct t_world {
   int dev[T_MAXR];
   ncclComm_t comm[T_MAXR];
   cudaStream_t stream[T_MAXR];
-  uint64_t hash; /* of every all-reduce / all-gather result, to compare across processes */
+  uint64_t hash; /* FNV-1a (tests/fnv.h) of every all-reduce / all-gather result, to compare across processes */
 };
 /* All ranks here, through ncclCommInitAll (rank r on GPU r % ndev); checks the queries. */
 int t_world_init(struct t_world* w, int nranks, char* err);

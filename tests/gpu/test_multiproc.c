@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../fnv.h"
 #include "common.h"
 #include "kernels/lowprec.h"
 #include "snapccl.h"
@@ -356,7 +357,7 @@ static int lowprec_rank(int rank, int n, const ncclUniqueId* id, const void* arg
         RANK_FAIL("case %d (%s, group %d, %s, count %zu): element %zu is %g, the simulation's %g", k,
                   c->fmt == SNAPCCL_LOWPREC_FP8 ? "fp8" : c->fmt == SNAPCCL_LOWPREC_INT8 ? "int8" : "int4", c->group,
                   t_dt_name(c->dt), c->count, i, t_get(c->dt, got, i), t_get(c->dt, want, i));
-    w.hash = t_fnv(w.hash, got, bytes);
+    w.hash = fnv_continue(w.hash, got, bytes);
     if (cudaFree(dsend) != cudaSuccess || cudaFree(drecv) != cudaSuccess) RANK_FAIL("cudaFree failed");
     for (int r = 0; r < n; r++) free(in[r]);
     free(want);

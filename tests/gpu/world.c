@@ -2,11 +2,12 @@
  * and their device buffers; see common.h. */
 #include <string.h>
 
+#include "../fnv.h"
 #include "common.h"
 #include "common_check.h"
 
 static int world_finish(struct t_world* w, char* err) {
-  w->hash = 0xcbf29ce484222325ull;
+  w->hash = FNV_OFFSET_BASIS;
   for (int r = w->first; r < w->first + w->nlocal; r++) {
     int count = -1, dev = -1, rank = -1;
     CU(cudaSetDevice(w->dev[r]));

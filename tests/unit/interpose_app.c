@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "fnv.h"
+#include "../fnv.h"
 #include "nccl.h"
 
 /* 2.28 functions, which snapccl's 2.27 header does not declare. */

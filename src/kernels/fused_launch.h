@@ -22,10 +22,6 @@ cudaError_t snapccl_launch_fused_twoshot(const struct snapccl_fused_kargs* f, in
 /* The separate residual + RMSNorm on f->sum_src; any grid. */
 cudaError_t snapccl_launch_rmsnorm(const struct snapccl_fused_kargs* f, int blocks,
                                    cudaStream_t stream);
-/* Loads every fused kernel on the current device (lazy module loading must not happen
- * while kernels of ours spin, see snapccl_kernels_runnable), allows them the row cache
- * of shared memory, and gives the fewest blocks per SM any of them keeps resident. */
-cudaError_t snapccl_load_fused_kernels(int* blocks_per_sm);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,9 @@
 #include "kernels/fused_launch.h"
 #include "kernels/fused_row.cuh"
 #include "kernels/kernel_load.cuh"
+#include "kernels/lamport.cuh"
+#include "kernels/launch.h"
+#include "kernels/staging.cuh"
 
 namespace snap {
 namespace {
@@ -30,40 +33,8 @@ namespace {
 using fused::Elems;
 using fused::pack_bytes;
 
-// The Lamport cleared state and the sender-side canonicalisation of oneshot.cu (same
-// values: the two kernels share the buffers and their invariant).
-constexpr unsigned long long SENT = 0x8000000080000000ull;
-
-template <int ES> __device__ __forceinline__ unsigned long long canon_unit(unsigned long long u) {
-  constexpr int BITS = ES * 8;
-  constexpr unsigned long long MASK = BITS == 64 ? ~0ull : ((1ull << BITS) - 1);
-  constexpr unsigned long long NEGZ = 1ull << (BITS - 1);
-  unsigned long long out = 0;
-#pragma unroll
-  for (int i = 0; i < 64 / BITS; i++) {
-    unsigned long long lane = (u >> (i * BITS)) & MASK;
-    if (lane == NEGZ) lane = 0;
-    out |= lane << (i * BITS);
-  }
-  return out;
-}
-template <int ES> __device__ __forceinline__ Pack canon(Pack v) {
-  return Pack{canon_unit<ES>(v.lo), canon_unit<ES>(v.hi)};
-}
-
 __device__ __forceinline__ char* lamport_slot(const snapccl_kargs& a, int owner, int par, int src) {
-  return a.ws[owner] + a.lay.lamport_off +
-         ((unsigned long long)par * a.lay.nranks + src) * a.lay.oneshot_bytes;
-}
-
-__device__ __forceinline__ char* chunk(char* ws, const snapccl_ws_layout& lay,
-                                       unsigned long long region_off, int slot, int src, int b) {
-  return ws + region_off +
-         (((unsigned long long)slot * lay.nranks + src) * lay.max_blocks + b) * lay.chunk_bytes;
-}
-
-__device__ __forceinline__ unsigned long long cdiv(unsigned long long x, unsigned long long y) {
-  return (x + y - 1) / y;
+  return oneshot_slot(a.ws[owner], a.lay, a.lay.lamport_off, par, src);
 }
 
 // The plain sum, as every all-reduce kernel computes it (fp32, rank order, then dtype).
@@ -88,7 +59,7 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
     using E = Elems<DT>;
     constexpr int ES = E::ES, EPP = E::EPP;
     const int me = a.rank, N = a.nranks, par = (int)(c.epoch & 1);
-    const unsigned long long rb = f.hidden * ES, P = cdiv(rb, SNAPCCL_PACK), stride = P * SNAPCCL_PACK;
+    const unsigned long long rb = f.hidden * ES, P = ceil_div(rb, SNAPCCL_PACK), stride = P * SNAPCCL_PACK;
     const char* in = static_cast<const char*>(a.send);
     // Push every row of this block first: peers can reduce while we still read.
     for (unsigned long long t = blockIdx.x; t < f.tokens; t += gridDim.x)
@@ -148,9 +119,9 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
     using E = Elems<DT>;
     constexpr int ES = E::ES, EPP = E::EPP;
     const int me = a.rank, N = a.nranks, b = blockIdx.x, B = gridDim.x;
-    const unsigned long long T = f.tokens, rb = f.hidden * ES, stride = cdiv(rb, SNAPCCL_PACK) * SNAPCCL_PACK;
+    const unsigned long long T = f.tokens, rb = f.hidden * ES, stride = ceil_div(rb, SNAPCCL_PACK) * SNAPCCL_PACK;
     const unsigned P = (unsigned)(stride / SNAPCCL_PACK);
-    const unsigned long long ts = cdiv(T, N), rpc = f.rows_per_chunk, R = cdiv(ts, (unsigned long long)B * rpc);
+    const unsigned long long ts = ceil_div(T, N), rpc = f.rows_per_chunk, R = ceil_div(ts, (unsigned long long)B * rpc);
     const char* in = static_cast<const char*>(a.send);
     const Reducer<DT> red = sum_reducer<DT>();
     // Rows of slice j this block handles in the round starting at row o of the slice.

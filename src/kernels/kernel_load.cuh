@@ -1,6 +1,7 @@
-// Host side of every kernel file's loader (snapccl_kernels_runnable in kernels/oneshot.cu):
-// each instantiation is loaded at init, because a lazy load at a rank's first launch can
-// deadlock ranks sharing a GPU, and the block cap is sized by the fattest kernel it governs.
+// What every kernel file's loader (kernels/launch.h, snapccl_load_*_kernels) shares: each
+// instantiation is loaded at init, because a lazy load at a rank's first launch can
+// deadlock ranks sharing a GPU, and the block cap is sized by the fattest kernel it
+// governs (kernels/kernel_load.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,4 +20,17 @@ inline cudaError_t load_and_fit(const void* fn, int threads, size_t smem, int& f
   return e;
 }
 
+// Loads every kernel of a list (n entries, each launched with `threads` threads and
+// `smem` bytes of dynamic shared memory), lowering fit to the fewest blocks per SM.
+inline cudaError_t load_all_and_fit(const void* const* fns, size_t n, int threads, size_t smem, int& fit) {
+  for (size_t i = 0; i < n; i++) {
+    cudaError_t e = load_and_fit(fns[i], threads, smem, fit);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
 } // namespace snap
+
+// An entry of such a list, for SNAP_FOR_EACH_DTYPE (kernels/reduce_ops.cuh).
+#define SNAP_KERNEL_OF(DT, KERNEL) (const void*)KERNEL<DT>,

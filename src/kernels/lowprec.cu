@@ -31,31 +31,10 @@
 #include "kernels/kernel_load.cuh"
 #include "kernels/lowprec.h"
 #include "kernels/lowprec_tile.cuh"
+#include "kernels/staging.cuh"
 
 namespace snap {
 namespace {
-
-using ull = unsigned long long;
-
-__device__ __forceinline__ ull ceil_div(ull x, ull y) { return (x + y - 1) / y; }
-__device__ __forceinline__ ull clamp_len(ull total, ull off, ull cap) {
-  return off >= total ? 0 : (total - off < cap ? total - off : cap);
-}
-
-// Chunk (slot, src, block) of the RS or AG staging region of workspace ws (as staged.cu).
-__device__ __forceinline__ char* chunk(char* ws, const snapccl_ws_layout& lay, ull region_off,
-                                       int slot, int src, int b) {
-  return ws + region_off + (((ull)slot * lay.nranks + src) * lay.max_blocks + b) * lay.chunk_bytes;
-}
-
-__device__ __forceinline__ ull load_round(const snapccl_kargs& a, ull* sh) {
-  if (threadIdx.x == 0) *sh = header(a.ws[a.rank])->block_round[blockIdx.x];
-  __syncthreads();
-  return *sh;
-}
-__device__ __forceinline__ void store_round(const snapccl_kargs& a, ull v) {
-  if (threadIdx.x == 0) header(a.ws[a.rank])->block_round[blockIdx.x] = v;
-}
 
 // What every step of a call needs: the call's geometry and this lane's place. The steps
 // are separate non-inlined functions taking it by reference, so that each one's
@@ -273,15 +252,19 @@ template <int DT> cudaError_t launch_dt(const snapccl_kargs* a, int blocks, cuda
   }
 }
 
-// Both widths loaded; fit lowered to the 256-thread kernel's blocks per SM (the wide one
-// is counted in whole SMs).
-template <int DT, int FMT> bool load_fmt(int& fit) {
+// Both widths are loaded; fit is lowered to the 256-thread kernel's blocks per SM (the
+// wide one is counted in whole SMs).
+template <int DT, int FMT> cudaError_t load_fmt(int& fit) {
   cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>) == cudaSuccess &&
-         load_and_fit((const void*)lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS, 0, fit) == cudaSuccess;
+  cudaError_t e = cudaFuncGetAttributes(&attr, lowprec_kernel<DT, FMT, SNAPCCL_LP_WIDE_THREADS>);
+  if (e == cudaSuccess) e = load_and_fit((const void*)lowprec_kernel<DT, FMT, SNAPCCL_THREADS>, SNAPCCL_THREADS, 0, fit);
+  return e;
 }
-template <int DT> bool load_dt(int& fit) {
-  return load_fmt<DT, lp::FMT_FP8>(fit) && load_fmt<DT, lp::FMT_INT8>(fit) && load_fmt<DT, lp::FMT_INT4>(fit);
+template <int DT> cudaError_t load_dt(int& fit) {
+  cudaError_t e = load_fmt<DT, lp::FMT_FP8>(fit);
+  if (e == cudaSuccess) e = load_fmt<DT, lp::FMT_INT8>(fit);
+  if (e == cudaSuccess) e = load_fmt<DT, lp::FMT_INT4>(fit);
+  return e;
 }
 
 } // namespace
@@ -308,11 +291,13 @@ extern "C" __attribute__((visibility("default"))) int snapccl_lp_trace_take(snap
 }
 #endif
 
-extern "C" int snapccl_load_lowprec_kernels(int* blocks_per_sm) {
+extern "C" cudaError_t snapccl_load_lowprec_kernels(int* blocks_per_sm) {
   int fit = 1 << 30;
-  const bool ok = snap::load_dt<ncclFloat16>(fit) && snap::load_dt<ncclBfloat16>(fit) && snap::load_dt<ncclFloat32>(fit);
-  *blocks_per_sm = ok ? fit : 0;
-  return ok;
+  cudaError_t e = snap::load_dt<ncclFloat16>(fit);
+  if (e == cudaSuccess) e = snap::load_dt<ncclBfloat16>(fit);
+  if (e == cudaSuccess) e = snap::load_dt<ncclFloat32>(fit);
+  *blocks_per_sm = e == cudaSuccess ? fit : 0;
+  return e;
 }
 
 extern "C" cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks,

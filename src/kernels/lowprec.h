@@ -68,10 +68,6 @@ SNAPCCL_LP_INLINE unsigned long long snapccl_lp_chunk_groups(unsigned long long 
 
 /* ---- kernels (kernels/lowprec.cu) ---- */
 cudaError_t snapccl_launch_lowprec(const struct snapccl_kargs* a, int blocks, cudaStream_t stream);
-/* Loads every instantiation now (called from snapccl_kernels_runnable at init: a lazy
- * load at a rank's first launch can deadlock ranks sharing a GPU). 1 on success, with
- * *blocks_per_sm the 256-thread kernels' occupancy (0 on failure). */
-int snapccl_load_lowprec_kernels(int* blocks_per_sm);
 
 /* Diagnostics, in builds with -DSNAPCCL_LP_TRACE only (docs/LOWPREC.md, "Where a round's
  * time goes"): every block records the GPU clock (ns) after each step of each round, for

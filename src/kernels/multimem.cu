@@ -14,8 +14,12 @@
 // Why the protocols are correct: docs/NVLS.md (built on docs/ARCHITECTURE.md's "Staging
 // slots", "One-shot with flags" and "Lamport buffers").
 #include "kernels/device_common.cuh"
+#include "kernels/kernel_load.cuh"
+#include "kernels/lamport.cuh"
+#include "kernels/launch.h"
 #include "kernels/multimem.h"
 #include "kernels/reduce_ops.cuh"
+#include "kernels/staging.cuh"
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define SNAP_HAVE_MULTIMEM 1
@@ -166,36 +170,6 @@ template <> struct Mem<true> {
   }
 };
 
-// ---------------------------------------------------------------- helpers
-
-__device__ __forceinline__ unsigned long long ceil_div(unsigned long long x, unsigned long long y) {
-  return (x + y - 1) / y;
-}
-__device__ __forceinline__ unsigned long long clamp_len(unsigned long long total, unsigned long long off,
-                                                        unsigned long long cap) {
-  return off >= total ? 0 : (total - off < cap ? total - off : cap);
-}
-// Offset of staging chunk (slot, src, block) of a region, in any replica.
-__device__ __forceinline__ unsigned long long chunk_off(const snapccl_ws_layout& lay, unsigned long long region,
-                                                        int slot, int src, int b) {
-  return region + (((unsigned long long)slot * lay.nranks + src) * lay.max_blocks + b) * lay.chunk_bytes;
-}
-__device__ __forceinline__ void block_range(unsigned long long packs, unsigned long long& p0,
-                                            unsigned long long& p1) {
-  p0 = packs * blockIdx.x / gridDim.x;
-  p1 = packs * (blockIdx.x + 1) / gridDim.x;
-}
-// The per-block round counter shared with the staged kernels (staged.cu): rounds of every
-// staged protocol, multicast or not, continue one count.
-__device__ __forceinline__ unsigned long long load_round(const snapccl_kargs& a, unsigned long long* sh) {
-  if (threadIdx.x == 0) *sh = header(a.ws[a.rank])->block_round[blockIdx.x];
-  __syncthreads();
-  return *sh;
-}
-__device__ __forceinline__ void store_round(const snapccl_kargs& a, unsigned long long v) {
-  if (threadIdx.x == 0) header(a.ws[a.rank])->block_round[blockIdx.x] = v;
-}
-
 // ---------------------------------------------------------------- one-shot
 
 // Copy my input into my replica of the parity-(epoch % 2) one-shot region, barrier, then
@@ -297,24 +271,10 @@ __device__ void staged(const Ctx& c, const Reducer<DT>& red, const Mem<MC>& m, u
 // The cleared state of a slot: every 32-bit word 0x80000000 (-0.0 as fp32; a -0 in the
 // high fp16/bf16 lane). Writers turn -0 into +0 lane by lane, so no word they write
 // equals it; readiness is judged per 32-bit word, which holds whatever granularity the
-// multicast store reaches the replicas with. The same bits as oneshot.cu's cleared unit,
-// so the twin shares the workspace's Lamport region with the Lamport kernel.
+// multicast store reaches the replicas with. The same bits as the Lamport kernel's cleared
+// unit (kernels/lamport.cuh), whose canonicalisation it uses: the twin shares the
+// workspace's Lamport region with the Lamport kernel.
 constexpr unsigned SENT32 = 0x80000000u;
-constexpr unsigned long long SENT64 = 0x8000000080000000ull;
-
-template <int ES> __device__ __forceinline__ unsigned long long canon_unit(unsigned long long u) {
-  constexpr int BITS = ES * 8;
-  constexpr unsigned long long MASK = (1ull << BITS) - 1, NEGZ = 1ull << (BITS - 1);
-  unsigned long long out = 0;
-#pragma unroll
-  for (int i = 0; i < 64 / BITS; i++) {
-    unsigned long long lane = (u >> (i * BITS)) & MASK;
-    if (lane == NEGZ) lane = 0;
-    out |= lane << (i * BITS);
-  }
-  return out;
-}
-
 __device__ __forceinline__ bool word_ready(unsigned long long u) {
   return (unsigned)u != SENT32 && (unsigned)(u >> 32) != SENT32;
 }
@@ -341,7 +301,7 @@ template <int DT, bool MC> __device__ void lamport(const Ctx& c, const Reducer<D
     const Pack v = red.prescale(ld_n(send + q * SNAPCCL_PACK, nbytes(q)));
     m.st_lamport(slot(me) + q * SNAPCCL_PACK, Pack{canon_unit<ES>(v.lo), canon_unit<ES>(v.hi)});
   }
-  const Pack cleared{SENT64, SENT64};
+  const Pack cleared{SENT, SENT};
   for (unsigned long long q = p0 + threadIdx.x; q < p1; q += blockDim.x) {
     typename Type<DT>::Acc acc[EPP];
     for (int r = 0; r < N; r++) {
@@ -449,12 +409,11 @@ template <bool MC> cudaError_t launch(const MmParams& p, int blocks, cudaStream_
   return cudaGetLastError();
 }
 
-template <bool MC> bool load() {
-  cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, mm_allgather_kernel<MC>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, mm_reduce_kernel<ncclFloat32, MC>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, mm_reduce_kernel<ncclFloat16, MC>) == cudaSuccess &&
-         cudaFuncGetAttributes(&attr, mm_reduce_kernel<ncclBfloat16, MC>) == cudaSuccess;
+template <bool MC> cudaError_t load(int& fit) {
+  static const void* const fns[] = {(const void*)mm_allgather_kernel<MC>, (const void*)mm_reduce_kernel<ncclFloat32, MC>,
+                                    (const void*)mm_reduce_kernel<ncclFloat16, MC>,
+                                    (const void*)mm_reduce_kernel<ncclBfloat16, MC>};
+  return load_all_and_fit(fns, sizeof fns / sizeof fns[0], SNAPCCL_THREADS, 0, fit);
 }
 
 } // namespace
@@ -470,6 +429,10 @@ extern "C" cudaError_t snapccl_launch_multimem(const struct snapccl_kargs* a, co
   return m->mc ? snap::launch<true>(p, blocks, stream) : snap::launch<false>(p, blocks, stream);
 }
 
-extern "C" int snapccl_load_multimem_kernels(void) {
-  return snap::load<false>() && snap::load<true>();
+extern "C" cudaError_t snapccl_load_multimem_kernels(int* blocks_per_sm) {
+  int fit = 1 << 30;
+  cudaError_t e = snap::load<false>(fit);
+  if (e == cudaSuccess) e = snap::load<true>(fit);
+  *blocks_per_sm = e == cudaSuccess ? fit : 0;
+  return e;
 }

@@ -34,9 +34,6 @@ struct snapccl_mm_args {
 /* The grid is `blocks` x SNAPCCL_THREADS; kind and dtype pick the kernel. */
 cudaError_t snapccl_launch_multimem(const struct snapccl_kargs* a, const struct snapccl_mm_args* m,
                                     int blocks, cudaStream_t stream);
-/* Loads every multimem kernel (see snapccl_kernels_runnable: no lazy loading). 1 if all
- * are available for the current GPU. */
-int snapccl_load_multimem_kernels(void);
 
 #ifdef __cplusplus
 }

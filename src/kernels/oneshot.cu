@@ -11,131 +11,132 @@
 #include "kernels/device_common.cuh"
 #include "kernels/kernel_load.cuh"
 #include "kernels/launch.h"
+#include "kernels/lamport.cuh"
 #include "kernels/reduce_ops.cuh"
+#include "kernels/staging.cuh"
 
 namespace snap {
 namespace {
 
-// Cleared state of a Lamport unit: per 8 bytes, the low and high 32-bit words both hold
-// 0x80000000. As fp32 lanes that is -0,-0; as fp16/bf16 lanes it holds -0s; as fp8 bytes
-// it holds 0x80 (-0 in both formats). Senders turn those -0s into +0, so no unit they
-// write can equal it. As fp64 it is one particular negative denormal, which senders nudge
-// by one ulp (an error of 5e-324).
-constexpr unsigned long long SENT = 0x8000000080000000ull;
-
-template <int ES> __device__ __forceinline__ unsigned long long canon_unit(unsigned long long u) {
-  if (ES == 8) return u == SENT ? u ^ 1ull : u;
-  unsigned long long out = 0;
-  constexpr int BITS = ES * 8;
-  constexpr unsigned long long MASK = BITS == 64 ? ~0ull : ((1ull << BITS) - 1);
-  constexpr unsigned long long NEGZ = 1ull << (BITS - 1);
-#pragma unroll
-  for (int i = 0; i < 64 / BITS; i++) {
-    unsigned long long lane = (u >> (i * BITS)) & MASK;
-    if (lane == NEGZ) lane = 0;
-    out |= lane << (i * BITS);
-  }
-  return out;
-}
-
-template <int ES> __device__ __forceinline__ Pack canon(Pack v) {
-  return Pack{canon_unit<ES>(v.lo), canon_unit<ES>(v.hi)};
-}
-
-__device__ __forceinline__ void block_range(unsigned long long packs, unsigned long long& p0,
-                                            unsigned long long& p1) {
-  p0 = packs * blockIdx.x / gridDim.x;
-  p1 = packs * (blockIdx.x + 1) / gridDim.x;
-}
-
-__device__ __forceinline__ char* oneshot_buf(char* ws, const snapccl_ws_layout& lay,
-                                             unsigned long long region, int parity, int src) {
-  return ws + region + ((unsigned long long)parity * lay.nranks + src) * lay.oneshot_bytes;
+// This block's share of the message: bytes [off, off + bytes) of it.
+template <int ES> __device__ __forceinline__ void block_bytes(ull n, ull& off, ull& bytes) {
+  const ull total = n * ES;
+  ull p0, p1;
+  block_range(ceil_div(total, SNAPCCL_PACK), p0, p1);
+  off = p0 * SNAPCCL_PACK;
+  bytes = (p1 * SNAPCCL_PACK < total ? p1 * SNAPCCL_PACK : total) - off;
 }
 
 template <int DT, int RK> __device__ void flags_body(const Ctx& c, const Reducer<DT>& red) {
   using S = typename Type<DT>::Storage;
   using A = typename Type<DT>::Acc;
-  constexpr int ES = sizeof(S), EPP = SNAPCCL_PACK / ES;
+  constexpr int ES = sizeof(S), EPP = SNAPCCL_PACK / ES, KR = reduce_batch<DT>(), T = SNAPCCL_THREADS;
   const snapccl_kargs& a = *c.a;
   const int me = a.rank, N = a.nranks, par = (int)(c.epoch & 1);
-  const unsigned long long n = a.count, packs = (n + EPP - 1) / EPP;
-  const char* send = static_cast<const char*>(a.send);
-  char* recv = static_cast<char*>(a.recv);
-  unsigned long long p0, p1;
-  block_range(packs, p0, p1);
-  auto nbytes = [&](unsigned long long p) {
-    return (int)((n - p * EPP < (unsigned long long)EPP ? n - p * EPP : EPP) * ES);
-  };
-  for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    Pack v = red.prescale(ld_n(send + p * SNAPCCL_PACK, nbytes(p)));
-    for (int d = 1; d < N; d++) {
-      const int j = (me + d) % N;
-      st_staging(oneshot_buf(a.ws[j], a.lay, a.lay.oneshot_off, par, me) + p * SNAPCCL_PACK, v);
-    }
-  }
+  ull off, bytes;
+  block_bytes<ES>(a.count, off, bytes);
+  const char* in = static_cast<const char*>(a.send) + off;
+  char* out = static_cast<char*>(a.recv) + off;
+  move_piece(
+      bytes, [&](ull p, int nb) { return red.prescale(ld_n(in + p * SNAPCCL_PACK, nb)); },
+      [&](ull p, Pack v, int) {
+        for (int d = 1; d < N; d++) {
+          const int j = (me + d) % N;
+          st_staging(oneshot_slot(a.ws[j], a.lay, a.lay.oneshot_off, par, me) + off + p * SNAPCCL_PACK, v);
+        }
+      });
   signal_flags(c, FLAG_ONESHOT, c.epoch);
   if (!wait_flags(c, FLAG_ONESHOT, c.epoch)) return;
-  for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    const int nb = nbytes(p);
-    A acc[EPP];
+  for_packs<KR>(bytes, [&](ull p, auto batch, int nb) {
+    constexpr int K = decltype(batch)::n;
+    A acc[K][EPP];
     for (int r = 0; r < N; r++) {
-      Pack v = r == me ? red.prescale(ld_n(send + p * SNAPCCL_PACK, nb))
-                       : ld_staging(oneshot_buf(a.ws[me], a.lay, a.lay.oneshot_off, par, r) + p * SNAPCCL_PACK);
-      if (r == 0) red.template first<RK>(acc, v);
-      else red.template add<RK>(acc, v);
+      Pack v[K];
+      if (r == me) {
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = ld_n(in + (p + i * T) * SNAPCCL_PACK, nb);
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = red.prescale(v[i]);
+      } else {
+        const char* slot = oneshot_slot(a.ws[me], a.lay, a.lay.oneshot_off, par, r) + off;
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = ld_staging(slot + (p + i * T) * SNAPCCL_PACK);
+      }
+#pragma unroll
+      for (int i = 0; i < K; i++) {
+        if (r == 0) red.template first<RK>(acc[i], v[i]);
+        else red.template add<RK>(acc[i], v[i]);
+      }
     }
-    st_n(recv + p * SNAPCCL_PACK, red.finish(acc), nb);
-  }
+#pragma unroll
+    for (int i = 0; i < K; i++) st_n(out + (p + i * T) * SNAPCCL_PACK, red.finish(acc[i]), nb);
+  });
 }
 
 template <int DT, int RK> __device__ void lamport_body(const Ctx& c, const Reducer<DT>& red) {
   using S = typename Type<DT>::Storage;
   using A = typename Type<DT>::Acc;
-  constexpr int ES = sizeof(S), EPP = SNAPCCL_PACK / ES;
+  constexpr int ES = sizeof(S), EPP = SNAPCCL_PACK / ES, KR = reduce_batch<DT>(), T = SNAPCCL_THREADS;
   const snapccl_kargs& a = *c.a;
   const int me = a.rank, N = a.nranks, par = (int)(c.epoch & 1);
-  const unsigned long long n = a.count, packs = (n + EPP - 1) / EPP;
-  const char* send = static_cast<const char*>(a.send);
-  char* recv = static_cast<char*>(a.recv);
-  unsigned long long p0, p1;
-  block_range(packs, p0, p1);
-  auto nbytes = [&](unsigned long long p) {
-    return (int)((n - p * EPP < (unsigned long long)EPP ? n - p * EPP : EPP) * ES);
-  };
+  ull off, bytes;
+  block_bytes<ES>(a.count, off, bytes);
+  const char* in = static_cast<const char*>(a.send) + off;
+  char* out = static_cast<char*>(a.recv) + off;
   // Push first, for the whole range: peers can start reducing while we still read.
-  for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    Pack v = canon<ES>(red.prescale(ld_n(send + p * SNAPCCL_PACK, nbytes(p))));
-    for (int d = 1; d < N; d++) {
-      const int j = (me + d) % N;
-      st_volatile(oneshot_buf(a.ws[j], a.lay, a.lay.lamport_off, par, me) + p * SNAPCCL_PACK, v);
-    }
-  }
+  move_piece(
+      bytes, [&](ull p, int nb) { return canon<ES>(red.prescale(ld_n(in + p * SNAPCCL_PACK, nb))); },
+      [&](ull p, Pack v, int) {
+        for (int d = 1; d < N; d++) {
+          const int j = (me + d) % N;
+          st_volatile(oneshot_slot(a.ws[j], a.lay, a.lay.lamport_off, par, me) + off + p * SNAPCCL_PACK, v);
+        }
+      });
   const Pack cleared{SENT, SENT};
-  for (unsigned long long p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    const int nb = nbytes(p);
-    A acc[EPP];
+  bool ok = true;
+  for_packs<KR>(bytes, [&](ull p, auto batch, int nb) {
+    constexpr int K = decltype(batch)::n;
+    if (!ok) return;
+    A acc[K][EPP];
     for (int r = 0; r < N; r++) {
-      Pack v;
-      if (r == me) {
-        v = canon<ES>(red.prescale(ld_n(send + p * SNAPCCL_PACK, nb))); // what peers received
+      Pack v[K];
+      if (r == me) { // what the peers received
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = ld_n(in + (p + i * T) * SNAPCCL_PACK, nb);
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = canon<ES>(red.prescale(v[i]));
       } else {
-        const char* slotp = oneshot_buf(a.ws[me], a.lay, a.lay.lamport_off, par, r) + p * SNAPCCL_PACK;
-        int spins = 0;
-        for (;;) {
-          v = ld_volatile(slotp);
-          if (v.lo != SENT && v.hi != SENT) break;
-          if (!keep_waiting(c, spins, r, 3)) return;
+        const char* slot = oneshot_slot(a.ws[me], a.lay, a.lay.lamport_off, par, r) + off;
+#pragma unroll
+        for (int i = 0; i < K; i++) v[i] = ld_volatile(slot + (p + i * T) * SNAPCCL_PACK);
+#pragma unroll
+        for (int i = 0; i < K; i++) {
+          int spins = 0;
+          while (lamport_pending(v[i])) {
+            if (!keep_waiting(c, spins, r, 3)) {
+              ok = false;
+              return;
+            }
+            v[i] = ld_volatile(slot + (p + i * T) * SNAPCCL_PACK);
+          }
         }
       }
-      if (r == 0) red.template first<RK>(acc, v);
-      else red.template add<RK>(acc, v);
+#pragma unroll
+      for (int i = 0; i < K; i++) {
+        if (r == 0) red.template first<RK>(acc[i], v[i]);
+        else red.template add<RK>(acc[i], v[i]);
+      }
     }
-    st_n(recv + p * SNAPCCL_PACK, red.finish(acc), nb);
+#pragma unroll
+    for (int i = 0; i < K; i++) st_n(out + (p + i * T) * SNAPCCL_PACK, red.finish(acc[i]), nb);
     // Read by us alone and written again no earlier than two calls on: reset now.
-    for (int r = 0; r < N; r++)
-      if (r != me) st_volatile(oneshot_buf(a.ws[me], a.lay, a.lay.lamport_off, par, r) + p * SNAPCCL_PACK, cleared);
-  }
+    for (int r = 0; r < N; r++) {
+      if (r == me) continue;
+      char* slot = oneshot_slot(a.ws[me], a.lay, a.lay.lamport_off, par, r) + off;
+#pragma unroll
+      for (int i = 0; i < K; i++) st_volatile(slot + (p + i * T) * SNAPCCL_PACK, cleared);
+    }
+  });
 }
 
 #define SNAP_RED_SWITCH(BODY)                                                 \
@@ -189,15 +190,7 @@ extern "C" cudaError_t snapccl_launch_oneshot(const struct snapccl_kargs* a, int
 
 extern "C" cudaError_t snapccl_launch_lamport(const struct snapccl_kargs* a, int blocks,
                                               cudaStream_t stream) {
-  switch (a->dtype) {
-    case ncclFloat16: snap::lamport_kernel<ncclFloat16><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    case ncclFloat32: snap::lamport_kernel<ncclFloat32><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    case ncclFloat64: snap::lamport_kernel<ncclFloat64><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    case ncclBfloat16: snap::lamport_kernel<ncclBfloat16><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    case ncclFloat8e4m3: snap::lamport_kernel<ncclFloat8e4m3><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    case ncclFloat8e5m2: snap::lamport_kernel<ncclFloat8e5m2><<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a); break;
-    default: return cudaErrorInvalidValue;
-  }
+  SNAP_FLOAT_DTYPE_SWITCH(a->dtype, snap::lamport_kernel, <<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a))
   return cudaGetLastError();
 }
 
@@ -207,58 +200,13 @@ extern "C" cudaError_t snapccl_launch_ws_init(char* ws, const struct snapccl_ws_
   return cudaGetLastError();
 }
 
-// Ranks sharing a GPU in one process spin on each other's kernels. Under CUDA's lazy
-// module loading (the default), a rank's first launch of a kernel may load it and wait
-// for the context, hence for another rank's spinning kernel: a deadlock until the
-// timeout. So every kernel is loaded here, at init, before any of them can spin.
-template <int DT> static void load_dtype(bool& ok) {
+extern "C" cudaError_t snapccl_load_oneshot_kernels(int* blocks_per_sm) {
+  static const void* const fns[] = {SNAP_FOR_EACH_DTYPE(SNAP_KERNEL_OF, snap::oneshot_kernel)
+                                        SNAP_FOR_EACH_FLOAT_DTYPE(SNAP_KERNEL_OF, snap::lamport_kernel)};
+  int fit = 1 << 30;
   cudaFuncAttributes attr;
-  ok &= cudaFuncGetAttributes(&attr, snap::oneshot_kernel<DT>) == cudaSuccess;
-}
-template <int DT> static void load_float_dtype(bool& ok) {
-  cudaFuncAttributes attr;
-  ok &= cudaFuncGetAttributes(&attr, snap::lamport_kernel<DT>) == cudaSuccess;
-}
-extern "C" int snapccl_load_staged_kernels(int* blocks_per_sm);  /* kernels/staged.cu */
-extern "C" int snapccl_load_lowprec_kernels(int* blocks_per_sm); /* kernels/lowprec.cu */
-extern "C" cudaError_t snapccl_load_fused_kernels(int* blocks_per_sm); /* kernels/fused_rmsnorm.cu */
-
-extern "C" int snapccl_kernels_runnable(int* blocks_per_sm) {
-  cudaFuncAttributes attr;
-  if (cudaFuncGetAttributes(&attr, snap::ws_init_kernel) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  bool ok = true;
-  load_dtype<ncclInt8>(ok), load_dtype<ncclUint8>(ok), load_dtype<ncclInt32>(ok);
-  load_dtype<ncclUint32>(ok), load_dtype<ncclInt64>(ok), load_dtype<ncclUint64>(ok);
-  load_dtype<ncclFloat16>(ok), load_dtype<ncclFloat32>(ok), load_dtype<ncclFloat64>(ok);
-  load_dtype<ncclBfloat16>(ok), load_dtype<ncclFloat8e4m3>(ok), load_dtype<ncclFloat8e5m2>(ok);
-  load_float_dtype<ncclFloat16>(ok), load_float_dtype<ncclFloat32>(ok);
-  load_float_dtype<ncclFloat64>(ok), load_float_dtype<ncclBfloat16>(ok);
-  load_float_dtype<ncclFloat8e4m3>(ok), load_float_dtype<ncclFloat8e5m2>(ok);
-  int staged = 0;
-  if (!ok || !snapccl_load_staged_kernels(&staged)) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  /* The optional features' kernels load now too, for the same reason; if one cannot
-   * load, only that feature fails (at its first use, with the CUDA error), not the
-   * collectives every communicator needs. */
-  int lowprec = 0, fused_per_sm = 0;
-  if (!snapccl_load_lowprec_kernels(&lowprec)) (void)cudaGetLastError();
-  if (snapccl_load_fused_kernels(&fused_per_sm) != cudaSuccess) (void)cudaGetLastError();
-  /* Every kernel sized by the block cap counts: the fattest one bounds what fits (launch
-   * bounds promise at least two). The one-shot kernels fit 3 on an H100, the staged and
-   * low-precision ones (108-128 registers) 2: counting only the former let ranks sharing
-   * a GPU hold three quarters of it instead of half. */
-  int fit = staged;
-  if (snap::load_and_fit((const void*)snap::oneshot_kernel<ncclFloat8e4m3>, SNAPCCL_THREADS, 0, fit) != cudaSuccess ||
-      snap::load_and_fit((const void*)snap::lamport_kernel<ncclFloat8e4m3>, SNAPCCL_THREADS, 0, fit) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  if (lowprec > 0 && lowprec < fit) fit = lowprec; /* 0: the optional feature did not load */
-  *blocks_per_sm = fit;
-  return 1;
+  cudaError_t e = cudaFuncGetAttributes(&attr, snap::ws_init_kernel);
+  if (e == cudaSuccess) e = snap::load_all_and_fit(fns, sizeof fns / sizeof fns[0], SNAPCCL_THREADS, 0, fit);
+  *blocks_per_sm = e == cudaSuccess ? fit : 0;
+  return e;
 }

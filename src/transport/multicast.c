@@ -13,6 +13,7 @@
 #include "comm.h"
 #include "env.h"
 #include "error.h"
+#include "kernels/launch.h"
 #include "kernels/multimem.h"
 #include "log.h"
 #include "oob.h"
@@ -463,7 +464,8 @@ ncclResult_t snapccl_nvls_setup(struct snapccl_comm* comm) {
   if (!comm->nvls && !(comm->nvls = calloc(1, sizeof *comm->nvls)))
     SNAP_FAIL(ncclSystemError, "out of memory");
   /* Loaded now, as every kernel is (lazy loading can deadlock ranks sharing a GPU). */
-  comm->nvls->kernels_ok = snapccl_load_multimem_kernels();
+  int mm_per_sm = 0;
+  comm->nvls->kernels_ok = snapccl_load_multimem_kernels(&mm_per_sm) == cudaSuccess;
   if (!comm->nvls->kernels_ok) (void)cudaGetLastError();
   ncclResult_t res = snapccl_nvls_setup_core(comm, &t->lay, t->usable);
   if (res == ncclSuccess && comm->nvls->open)

@@ -96,9 +96,7 @@ struct snapccl_comm {
   /* snapcclCommSetLowPrecision's setting, packed (algos/allreduce_lowprec.c); 0: the
    * environment's. Read by every all-reduce's selection, hence one atomic word. */
   _Atomic uint64_t lowprec;
-  /* @lowprec-comm-fields@ */
   struct snapccl_nvls* nvls; /* NVLink multicast state and gate verdict (transport/multicast.h) */
-  /* @nvls-comm-fields@ */
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
   atomic_ullong taken[3][48];
   atomic_ullong forwarded[3][48];

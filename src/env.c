@@ -65,7 +65,6 @@ static const struct setting table[] = {
     {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "8388608",
       "all-reduces smaller than this many bytes stay in full precision when SNAPCCL_LOWPREC is on"},
      K_I64, F(lowprec_min_bytes)},
-    /* @lowprec-env@ */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -19,7 +19,6 @@ struct snapccl_env {
   char lowprec[16];            /* SNAPCCL_LOWPREC: off, fp8, int8, int4 */
   int lowprec_group;           /* SNAPCCL_LOWPREC_GROUP: elements per scale */
   int64_t lowprec_min_bytes;   /* SNAPCCL_LOWPREC_MIN_BYTES: smaller all-reduces stay exact */
-  /* @lowprec-env-fields@ */
   unsigned long long generation; /* not a setting: 1 + how often the environment was re-read,
                                   * so code that derives values from it can cache them */
 };

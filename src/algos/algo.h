@@ -42,7 +42,6 @@ extern const struct snapccl_algo snapccl_allreduce_copy;
 extern const struct snapccl_algo snapccl_allgather_copy;
 extern const struct snapccl_algo snapccl_reducescatter_copy;
 extern const struct snapccl_algo snapccl_allreduce_lowprec;
-/* @lowprec-algo-decls@ */
 extern const struct snapccl_algo snapccl_allreduce_nvls_lamport;
 extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot;
 extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot;
@@ -53,6 +52,5 @@ extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot_twin;
 extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot_twin;
 extern const struct snapccl_algo snapccl_allgather_nvls_twin;
 extern const struct snapccl_algo snapccl_reducescatter_nvls_twin;
-/* @nvls-algo-decls@ */
 
 #endif

@@ -14,12 +14,10 @@ static const struct snapccl_algo* const table[] = {
     &snapccl_allgather_direct,    &snapccl_reducescatter_direct, &snapccl_allreduce_copy,
     &snapccl_allgather_copy,      &snapccl_reducescatter_copy,
     &snapccl_allreduce_lowprec,
-    /* @lowprec-algos@ */
     &snapccl_allreduce_nvls_lamport, &snapccl_allreduce_nvls_oneshot, &snapccl_allreduce_nvls_twoshot,
     &snapccl_allgather_nvls,         &snapccl_reducescatter_nvls,
     &snapccl_allreduce_nvls_lamport_twin, &snapccl_allreduce_nvls_oneshot_twin,
     &snapccl_allreduce_nvls_twoshot_twin, &snapccl_allgather_nvls_twin, &snapccl_reducescatter_nvls_twin,
-    /* @nvls-algos@ */
 };
 #define NALGOS ((int)(sizeof table / sizeof table[0]))
 

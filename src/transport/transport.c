@@ -123,7 +123,6 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   SNAP_CHECK(snapccl_peers_map(comm, t));
   SNAP_CHECK(snapccl_peers_probe(comm, t));
   SNAP_CHECK(snapccl_nvls_setup(comm)); /* transport/multicast.c: gate, then multicast buffer */
-  /* @nvls-setup@ */
   snapccl_topology_log(comm);
 
   struct snapccl_kargs* k = &t->kargs;

@@ -113,9 +113,12 @@ SNAPCCL_API ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format,
 
 /* ---------------------------------------------------------------- the algorithm */
 
-static const char* check(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
-  if (s->format == SNAPCCL_LP_OFF)
-    return "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)";
+static const char* off(const struct snapccl_lowprec_setting* s) {
+  return s->format == SNAPCCL_LP_OFF ? "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)"
+                                     : NULL;
+}
+
+static const char* unfit(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
   if (c->dtype != ncclFloat16 && c->dtype != ncclBfloat16 && c->dtype != ncclFloat32)
     return "low precision takes float16, bfloat16 and float32 only";
   if (c->op != ncclSum && c->op != ncclAvg) return "low precision takes sum and avg only";
@@ -125,15 +128,19 @@ static const char* check(const struct snapccl_coll* c, const struct snapccl_lowp
   return snapccl_transport_unusable(c);
 }
 
+static const char* opted_in(const struct snapccl_coll* c) {
+  struct snapccl_lowprec_setting s;
+  snapccl_lowprec_setting_of(c->comm, &s);
+  return off(&s);
+}
+
 static const char* can_run(const struct snapccl_coll* c) {
   struct snapccl_lowprec_setting s;
   snapccl_lowprec_setting_of(c->comm, &s);
-  return check(c, &s);
+  return unfit(c, &s);
 }
 
-/* The opt-in wins whenever it can run: no estimate is below 0, and ties go to the
- * earlier entry of the table (the copy, also 0, only runs on one rank, where this
- * declines). */
+/* Not modelled: being opt-in, it wins whenever it can run (pick.h). */
 static double cost(const struct snapccl_coll* c) {
   (void)c;
   return 0.0;
@@ -185,11 +192,14 @@ void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl
 static ncclResult_t launch(const struct snapccl_coll* c) {
   struct snapccl_lowprec_setting s;
   snapccl_lowprec_setting_of(c->comm, &s);
-  const char* why = check(c, &s); /* the setting may have changed since the selection */
+  const char* why = off(&s); /* the setting may have changed since the selection */
+  if (!why) why = unfit(c, &s);
   if (why) SNAP_FAIL(ncclInvalidUsage, "low-precision all-reduce cannot run: %s", why);
   struct snapccl_geom g;
   snapccl_lowprec_geometry(c, &s, &g);
   return snapccl_launch_coll(c, snapccl_launch_lowprec, &g);
 }
 
-const struct snapccl_algo snapccl_allreduce_lowprec = {"lowprec", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_lowprec = {
+    .name = "lowprec", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch, .opt_in = opted_in};

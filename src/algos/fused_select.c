@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "algos/algo.h"
+#include "algos/pick.h"
 #include "comm.h"
 #include "env.h"
 #include "fused.h"
@@ -25,10 +26,22 @@ int snapccl_fused_forced(const char* spec, char* name, size_t len) {
   return snapccl_algo_forced(spec, "fused", name, len);
 }
 
+/* The table as pick.h's rule sees it: every entry serves every fused call. */
+static int entry(const struct snapccl_menu* m, int i, const char** name, unsigned* flags) {
+  (void)m;
+  *name = table[i]->name;
+  *flags = 0;
+  return 1;
+}
+static const char* can_run(const struct snapccl_menu* m, int i, char* buf, size_t len) {
+  return table[i]->can_run(m->call, buf, len);
+}
+static double cost_us(const struct snapccl_menu* m, int i) { return table[i]->cost_us(m->call); }
+
 enum snapccl_fused_route snapccl_fused_route(const struct snapccl_fused* f, int have_real,
                                              int ours_ready, const struct snapccl_fused_algo** algo,
                                              char* why, size_t len) {
-  char want[64], buf[256];
+  char want[64];
   const int forced = snapccl_fused_forced(snapccl_env()->algo, want, sizeof want);
   const enum snapccl_fused_route otherwise = have_real ? FUSED_ROUTE_REAL : FUSED_ROUTE_FAIL;
   *algo = NULL;
@@ -45,47 +58,15 @@ enum snapccl_fused_route snapccl_fused_route(const struct snapccl_fused* f, int 
     snprintf(why, len, "snapccl is not attached to this communicator");
     return otherwise;
   }
-  if (forced) {
-    for (int i = 0; i < NALGOS; i++) {
-      if (strcmp(table[i]->name, want)) continue;
-      const char* r = table[i]->can_run(f, buf, sizeof buf);
-      if (!r) {
-        *algo = table[i];
-        return FUSED_ROUTE_OURS;
-      }
-      snprintf(why, len, "SNAPCCL_ALGO forces fused:%s, which cannot run this call: %s", want, r);
-      return otherwise;
-    }
-    snprintf(why, len,
-             "SNAPCCL_ALGO names fused:%s, which is not a fused algorithm of snapccl (oneshot, "
-             "twoshot, unfused, local, nccl)", want);
+  const struct snapccl_menu menu = {
+      .key = "fused", .noun = "fused call", .kind = "a fused algorithm", .none = "no fused algorithm",
+      .count = NALGOS, .call = f, .entry = entry, .can_run = can_run, .cost_us = cost_us};
+  struct snapccl_pick p;
+  snapccl_pick(&menu, forced ? want : NULL, &p);
+  if (p.index < 0) {
+    snprintf(why, len, "%s", p.why);
     return otherwise;
   }
-  const struct snapccl_fused_algo* best = NULL;
-  double best_cost = 0;
-  /* The first refusal names the root cause best (the transport's, typically). */
-  const char* first = NULL;
-  char reason[256];
-  for (int i = 0; i < NALGOS; i++) {
-    const char* r = table[i]->can_run(f, buf, sizeof buf);
-    if (r) {
-      if (!first) {
-        snprintf(reason, sizeof reason, "%s", r); /* r may live in buf, reused next */
-        first = reason;
-      }
-      continue;
-    }
-    double c = table[i]->cost_us(f);
-    if (!best || c < best_cost) {
-      best = table[i];
-      best_cost = c;
-    }
-  }
-  if (!best) {
-    snprintf(why, len, "snapccl cannot run this fused call: %s",
-             first ? first : "no fused algorithm");
-    return otherwise;
-  }
-  *algo = best;
+  *algo = table[p.index];
   return FUSED_ROUTE_OURS;
 }

@@ -2,28 +2,15 @@
 #include "algos/algo.h"
 #include "algos/nvls_common.h"
 
-#include <string.h>
-
 #include "comm.h"
-#include "env.h"
 #include "transport/multicast.h"
 
-/* Does SNAPCCL_ALGO name <collective>:<name>? (select.c parses the same syntax.) */
-/* Whether SNAPCCL_ALGO names exactly this algorithm for the collective. */
-static int forced(enum snapccl_coll_kind kind, const char* name) {
-  char want[64];
-  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), want, sizeof want) &&
-         !strcmp(want, name);
-}
-
-const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast, const char* name) {
+const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast) {
   const char* why = snapccl_transport_unusable(c);
   if (why) return why;
   const struct snapccl_nvls* s = c->comm->nvls;
   if (!s) return "the communicator has no multicast state";
   if (multicast) return s->open ? NULL : s->reason;
-  if (!forced(c->kind, name))
-    return "the unicast twins of the multicast algorithms run only when SNAPCCL_ALGO names them";
   if (!s->kernels_ok) return "the multimem kernels are not available for this GPU";
   return NULL;
 }

@@ -1,8 +1,9 @@
-/* The algorithm table and the selector. */
+/* The collectives' algorithm table and their selection (the rule is pick.h's). */
 #include <stdio.h>
 #include <string.h>
 
 #include "algos/algo.h"
+#include "algos/pick.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
@@ -42,9 +43,9 @@ int snapccl_algo_forced(const char* spec, const char* key, char* name, size_t le
   return 0;
 }
 
-/* SNAPCCL_ALGO's name for this collective, if any. */
-static int forced_name(enum snapccl_coll_kind kind, char* name, size_t len) {
-  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), name, len);
+const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snapccl_coll* c) {
+  const char* why = a->opt_in ? a->opt_in(c) : NULL;
+  return why ? why : a->can_run(c);
 }
 
 static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
@@ -61,77 +62,56 @@ static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* 
        forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));
 }
 
-/* The choice, or the reason there is none (a static string or `buf`). */
-static const struct snapccl_algo* choose(const struct snapccl_coll* c, int* forced,
-                                         const char** why, char* buf, size_t len) {
+/* The table as pick.h's rule sees it: the entries of the call's collective. */
+static int entry(const struct snapccl_menu* m, int i, const char** name, unsigned* flags) {
+  const struct snapccl_coll* c = m->call;
+  if (table[i]->kind != c->kind) return 0;
+  *name = table[i]->name;
+  *flags = (table[i]->only_when_named ? PICK_NAMED_ONLY : 0u) | (table[i]->opt_in ? PICK_OPT_IN : 0u);
+  return 1;
+}
+static const char* can_run(const struct snapccl_menu* m, int i, char* buf, size_t len) {
+  (void)buf, (void)len;
+  return snapccl_algo_why_not(table[i], m->call);
+}
+static double cost_us(const struct snapccl_menu* m, int i) { return table[i]->cost_us(m->call); }
+
+/* The choice, or NULL and the reason there is none in p->why. */
+static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct snapccl_pick* p) {
+  const struct snapccl_menu menu = {
+      .key = snapccl_coll_name(c->kind), .noun = snapccl_coll_name(c->kind), .kind = "an algorithm",
+      .none = "no algorithm for this collective", .count = NALGOS, .call = c,
+      .entry = entry, .can_run = can_run, .cost_us = cost_us};
   char want[64];
-  *forced = forced_name(c->kind, want, sizeof want);
-  if (*forced) {
-    if (!strcmp(want, "nccl")) {
-      *why = "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL";
-      return NULL;
-    }
-    for (int i = 0; i < NALGOS; i++) {
-      if (table[i]->kind != c->kind || strcmp(table[i]->name, want) != 0) continue;
-      const char* r = table[i]->can_run(c);
-      if (r) {
-        snprintf(buf, len, "SNAPCCL_ALGO forces %s:%s, which cannot run this call: %s",
-                 snapccl_coll_name(c->kind), want, r);
-        *why = buf;
-        return NULL;
-      }
-      return table[i];
-    }
-    snprintf(buf, len, "SNAPCCL_ALGO names %s:%s, which is not an algorithm of snapccl",
-             snapccl_coll_name(c->kind), want);
-    *why = buf;
+  const int forced = snapccl_algo_forced(snapccl_env()->algo, menu.key, want, sizeof want);
+  if (forced && !strcmp(want, "nccl")) {
+    p->index = -1;
+    p->forced = 1;
+    snprintf(p->why, sizeof p->why, "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL");
     return NULL;
   }
-  const struct snapccl_algo* best = NULL;
-  double best_cost = 0;
-  *why = "no algorithm for this collective";
-  for (int i = 0; i < NALGOS; i++) {
-    if (table[i]->kind != c->kind) continue;
-    const char* r = table[i]->can_run(c);
-    if (r) {
-      *why = r;
-      continue;
-    }
-    double cost = table[i]->cost_us(c);
-    if (!best || cost < best_cost) {
-      best = table[i];
-      best_cost = cost;
-    }
-  }
-  if (!best) {
-    snprintf(buf, len, "snapccl cannot run this %s: %s", snapccl_coll_name(c->kind), *why);
-    *why = buf;
-  }
-  return best;
+  snapccl_pick(&menu, forced ? want : NULL, p);
+  return p->index >= 0 ? table[p->index] : NULL;
 }
 
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
-  char buf[320];
-  const char* why;
-  int forced;
-  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
-  if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", why);
+  struct snapccl_pick p;
+  const struct snapccl_algo* a = choose(c, &p);
+  if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", p.why);
   *out = a;
-  log_choice(c, a, forced);
+  log_choice(c, a, p.forced);
   return ncclSuccess;
 }
 
 ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snapccl_algo** out) {
-  char buf[320];
-  const char* why;
-  int forced;
-  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
+  struct snapccl_pick p;
+  const struct snapccl_algo* a = choose(c, &p);
   if (!a) {
-    TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, why);
+    TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, p.why);
     return ncclInvalidUsage;
   }
   *out = a;
-  log_choice(c, a, forced);
+  log_choice(c, a, p.forced);
   return ncclSuccess;
 }
 

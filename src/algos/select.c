@@ -114,20 +114,3 @@ ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snap
   log_choice(c, a, p.forced);
   return ncclSuccess;
 }
-
-ncclResult_t snapccl_coll_check(struct snapccl_coll* coll) {
-  if (coll->algo) return ncclSuccess;
-  return snapccl_algo_select(coll, &coll->algo);
-}
-
-ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a = coll->algo;
-  if (!a) SNAP_CHECK(snapccl_algo_select(coll, &a));
-  return a->launch(coll);
-}
-
-double snapccl_coll_estimate_us(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a;
-  if (snapccl_algo_select(coll, &a) != ncclSuccess) return 0.0;
-  return a->cost_us(coll);
-}

@@ -16,11 +16,9 @@ struct snapccl_env {
   int max_blocks;              /* SNAPCCL_MAX_BLOCKS: CTAs per rank and call */
   char nccl_lib[512];          /* SNAPCCL_NCCL_LIB: the real libnccl for fallback mode */
   int nvls;                    /* SNAPCCL_NVLS: open the multicast gate (never on lent hosts) */
-  char lowprec[16];            /* SNAPCCL_LOWPREC: off, fp8, int8, int4 */
-  int lowprec_group;           /* SNAPCCL_LOWPREC_GROUP: elements per scale */
-  int64_t lowprec_min_bytes;   /* SNAPCCL_LOWPREC_MIN_BYTES: smaller all-reduces stay exact */
-  unsigned long long generation; /* not a setting: 1 + how often the environment was re-read,
-                                  * so code that derives values from it can cache them */
+  int lowprec;                 /* SNAPCCL_LOWPREC: SNAPCCL_LOWPREC_OFF, _FP8, _INT8, _INT4 */
+  int lowprec_group;           /* SNAPCCL_LOWPREC_GROUP: elements per scale, valid */
+  int64_t lowprec_min_bytes;   /* SNAPCCL_LOWPREC_MIN_BYTES (>= 0): smaller all-reduces stay exact */
 };
 
 /* The settings, parsed once on first use. */
@@ -36,5 +34,12 @@ struct snapccl_env_entry {
   const char* doc;
 };
 size_t snapccl_env_table(const struct snapccl_env_entry** entries);
+
+/* The low-precision vocabulary, shared by the table and snapcclCommSetLowPrecision:
+ * "off", "fp8", "int8", "int4" (any case; also "none", "0", "" and NULL for off, "e4m3"
+ * for fp8) as SNAPCCL_LOWPREC_* numbers, -1 for anything else; and whether a group
+ * size is one the kernels take (a multiple of 32 from 32 to 1024). */
+int snapccl_lowprec_parse_format(const char* s);
+int snapccl_lowprec_group_ok(int group);
 
 #endif

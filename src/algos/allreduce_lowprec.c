@@ -3,112 +3,51 @@
  * of float16, bfloat16 and float32 only; lossy, so never chosen unless asked for with
  * SNAPCCL_LOWPREC or snapcclCommSetLowPrecision. Kernel: src/kernels/lowprec.cu. */
 #include <stdatomic.h>
-#include <strings.h>
 
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/launch.h"
-#include "api.h"
+#include "algos/lowprec.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
 #include "kernels/lowprec.h"
-#include "log.h"
-#include "registry.h"
 #include "snapccl.h"
 
 _Static_assert(SNAPCCL_LOWPREC_OFF == SNAPCCL_LP_OFF && SNAPCCL_LOWPREC_FP8 == SNAPCCL_LP_FP8 &&
                    SNAPCCL_LOWPREC_INT8 == SNAPCCL_LP_INT8 && SNAPCCL_LOWPREC_INT4 == SNAPCCL_LP_INT4,
                "format numbers of snapccl.h and kernels/lowprec.h differ");
 
-/* ---------------------------------------------------------------- settings */
+/* ---------------------------------------------------------------- the setting */
 
-int snapccl_lowprec_parse_format(const char* s) {
-  static const struct {
-    const char* name;
-    int format;
-  } names[] = {{"off", SNAPCCL_LP_OFF}, {"none", SNAPCCL_LP_OFF}, {"0", SNAPCCL_LP_OFF},
-               {"", SNAPCCL_LP_OFF},    {"fp8", SNAPCCL_LP_FP8},   {"e4m3", SNAPCCL_LP_FP8},
-               {"int8", SNAPCCL_LP_INT8}, {"int4", SNAPCCL_LP_INT4}};
-  if (!s) return SNAPCCL_LP_OFF;
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (!strcasecmp(s, names[i].name)) return names[i].format;
-  return -1;
-}
-
-int snapccl_lowprec_group_ok(int group) {
-  return group >= SNAPCCL_LP_GROUP_MIN && group <= SNAPCCL_LP_GROUP_MAX && group % 32 == 0;
-}
-
-/* A communicator's setting, packed in one word so readers never see half an update:
+/* A communicator's override, packed in one word so readers never see half an update:
  * bit 63 set, bits 0..3 format, 4..15 group (0: the environment's), 16..62 min_bytes. */
 #define PACK_SET (1ull << 63)
 #define PACK_MIN_MAX ((1ull << 47) - 1)
 
-static uint64_t pack(int format, int group, size_t min_bytes) {
-  unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
-  return PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16;
-}
-
-/* The environment's setting. Every all-reduce's selection asks for it, and the environment
- * only changes when it is read again (tests), so each thread parses it once per reading. */
-static void env_setting(struct snapccl_lowprec_setting* s) {
-  static atomic_int warned_format, warned_group;
-  static _Thread_local unsigned long long cached_generation;
-  static _Thread_local struct snapccl_lowprec_setting cached;
-  const struct snapccl_env* env = snapccl_env();
-  if (cached_generation == env->generation) {
-    *s = cached;
+void snapccl_lowprec_override(struct snapccl_comm* comm, int format, int group, size_t min_bytes) {
+  if (format == SNAPCCL_LOWPREC_ENV) {
+    atomic_store(&comm->lowprec, 0);
     return;
   }
-  s->format = snapccl_lowprec_parse_format(env->lowprec);
-  if (s->format < 0) {
-    if (!atomic_exchange(&warned_format, 1))
-      WARN("SNAPCCL_LOWPREC=%s is not off, fp8, int8 or int4; low precision stays off", env->lowprec);
-    s->format = SNAPCCL_LP_OFF;
-  }
-  s->group = env->lowprec_group;
-  if (!snapccl_lowprec_group_ok(s->group)) {
-    if (!atomic_exchange(&warned_group, 1))
-      WARN("SNAPCCL_LOWPREC_GROUP=%d is not a multiple of 32 from 32 to 1024; using %d",
-           env->lowprec_group, SNAPCCL_LP_GROUP_DEFAULT);
-    s->group = SNAPCCL_LP_GROUP_DEFAULT;
-  }
-  s->min_bytes = env->lowprec_min_bytes > 0 ? (unsigned long long)env->lowprec_min_bytes : 0;
-  s->from_comm = 0;
-  cached = *s;
-  cached_generation = env->generation;
+  unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
+  atomic_store(&comm->lowprec,
+               PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16);
 }
 
 void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out) {
-  env_setting(out);
+  const struct snapccl_env* env = snapccl_env(); /* its table checked all three */
+  out->format = env->lowprec;
+  out->group = env->lowprec_group;
+  out->min_bytes = (unsigned long long)env->lowprec_min_bytes;
+  out->from_comm = 0;
   uint64_t v = comm ? atomic_load_explicit((_Atomic uint64_t*)&comm->lowprec, memory_order_relaxed) : 0;
   if (!(v & PACK_SET)) return;
   int group = (int)((v >> 4) & 0xfff);
   out->format = (int)(v & 0xf);
-  if (group) out->group = group; /* else the environment's (already valid) */
+  if (group) out->group = group; /* else the environment's */
   out->min_bytes = (v >> 16) & PACK_MIN_MAX;
   out->from_comm = 1;
-}
-
-SNAPCCL_API ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format, int group,
-                                                    size_t min_bytes) {
-  if (!comm) SNAP_FAIL(ncclInvalidArgument, "comm is NULL");
-  struct snapccl_comm* c = snapccl_registry_find(comm);
-  if (!c) SNAP_FAIL(ncclInvalidArgument, "comm %p is not a communicator snapccl knows", (void*)comm);
-  if (format == SNAPCCL_LOWPREC_ENV) {
-    atomic_store(&c->lowprec, 0);
-    return ncclSuccess;
-  }
-  if (format < SNAPCCL_LP_OFF || format > SNAPCCL_LP_INT4)
-    SNAP_FAIL(ncclInvalidArgument,
-              "format %d is not SNAPCCL_LOWPREC_OFF, _FP8, _INT8, _INT4 or _ENV", format);
-  if (group != 0 && !snapccl_lowprec_group_ok(group))
-    SNAP_FAIL(ncclInvalidArgument, "group %d is not a multiple of 32 from 32 to 1024 (or 0)", group);
-  atomic_store(&c->lowprec, pack(format, group, min_bytes));
-  INFO(SUB_COLL, "comm rank %d: low precision %d, group %d, from %zu bytes", c->rank, format, group,
-       min_bytes);
-  return ncclSuccess;
 }
 
 /* ---------------------------------------------------------------- the algorithm */

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coll.h"
 #include "nccl.h"
 
 #define SNAPCCL_COMM_MAGIC 0x736e6170636f6d6dull /* "snapcomm" */
@@ -97,6 +98,8 @@ struct snapccl_comm {
    * environment's. Read by every all-reduce's selection, hence one atomic word. */
   _Atomic uint64_t lowprec;
   struct snapccl_nvls* nvls; /* NVLink multicast state and gate verdict (transport/multicast.h) */
+  /* Per collective: the size classes whose choice of algorithm was logged (select.c). */
+  atomic_ullong algo_logged[COLL_NKINDS];
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
   atomic_ullong taken[3][48];
   atomic_ullong forwarded[3][48];

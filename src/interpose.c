@@ -11,7 +11,7 @@
 #include "group.h"
 #include "log.h"
 #include "registry.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 int snapccl_forward_target(ncclComm_t handle, ncclComm_t* real_handle) {
   if (snapccl_mode() == MODE_STANDALONE) return 0;
@@ -105,9 +105,9 @@ static void attach_now(struct snapccl_comm* c) {
   if (r != ncclSuccess)
     INFO(SUB_INTERPOSE, "comm %p: not attached (%s); the real NCCL runs all its calls",
          (void*)c->real_comm, snapccl_last_error());
-  else if (c->transport && !c->transport->usable)
+  else if (c->transport && snapccl_transport_unusable_reason(c))
     INFO(SUB_INTERPOSE, "comm %p: attached, but snapccl cannot run its collectives: %s",
-         (void*)c->real_comm, c->transport->reason);
+         (void*)c->real_comm, snapccl_transport_unusable_reason(c));
 }
 
 void snapccl_maybe_attach(struct snapccl_comm* c, cudaStream_t stream) {

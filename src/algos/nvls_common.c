@@ -23,19 +23,18 @@ const char* snapccl_nvls_reduction_unsupported(const struct snapccl_coll* c) {
   return NULL;
 }
 
-/* snapccl_launch_coll takes a launcher of the common shape; the multimem arguments ride
- * along in this thread-local for the duration of that synchronous call. */
-static _Thread_local struct snapccl_mm_args tls_args;
-
-static cudaError_t launch_multimem(const struct snapccl_kargs* k, int blocks, cudaStream_t s) {
-  return snapccl_launch_multimem(k, &tls_args, blocks, s);
+static cudaError_t launch_multimem(const struct snapccl_kargs* k, const void* mm, int blocks,
+                                   cudaStream_t s) {
+  return snapccl_launch_multimem(k, mm, blocks, s);
 }
 
 ncclResult_t snapccl_nvls_launch(const struct snapccl_coll* c, int kind, int multicast,
                                  const struct snapccl_geom* g) {
   const struct snapccl_nvls* s = c->comm->nvls;
-  tls_args.kind = kind;
-  tls_args.mc = multicast ? (char*)(uintptr_t)s->mc_va : NULL;
-  tls_args.uc = multicast ? (char*)(uintptr_t)s->uc_va : NULL;
-  return snapccl_launch_coll(c, launch_multimem, g);
+  const struct snapccl_mm_args mm = {
+      .mc = multicast ? (char*)(uintptr_t)s->mc_va : NULL,
+      .uc = multicast ? (char*)(uintptr_t)s->uc_va : NULL,
+      .kind = kind,
+  };
+  return snapccl_launch_coll_ex(c, launch_multimem, &mm, g);
 }

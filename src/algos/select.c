@@ -1,4 +1,5 @@
 /* The collectives' algorithm table and their selection (the rule is pick.h's). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,7 +9,6 @@
 #include "env.h"
 #include "error.h"
 #include "log.h"
-#include "transport/transport_impl.h"
 
 static const struct snapccl_algo* const table[] = {
     &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
@@ -50,13 +50,12 @@ const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snap
 
 static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
-  struct snapccl_transport* t = c->comm->transport;
   unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
   int cls = 0;
   while (cls < 63 && (1ull << (cls + 1)) <= bytes) cls++;
   uint64_t bit = 1ull << cls;
   /* Once per collective and power-of-two size class, per communicator. */
-  if (__atomic_fetch_or(&t->logged[c->kind], bit, __ATOMIC_RELAXED) & bit) return;
+  if (atomic_fetch_or_explicit(&c->comm->algo_logged[c->kind], bit, memory_order_relaxed) & bit) return;
   INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s%s (estimate %.1f us)", c->comm->rank,
        snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), a->name,
        forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));

@@ -143,6 +143,26 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   return ncclSuccess;
 }
 
+const char* snapccl_transport_unusable_reason(const struct snapccl_comm* comm) {
+  const struct snapccl_transport* t = comm->transport;
+  if (!t) return "the communicator has no transport";
+  return t->usable ? NULL : t->reason;
+}
+
+int snapccl_transport_max_blocks(const struct snapccl_comm* comm) {
+  return comm->transport ? comm->transport->max_blocks : 0;
+}
+
+int snapccl_transport_whole_sms(const struct snapccl_comm* comm) { return comm->transport->whole_sms; }
+
+const struct snapccl_ws_layout* snapccl_transport_layout(const struct snapccl_comm* comm) {
+  return &comm->transport->lay;
+}
+
+const struct snapccl_kargs* snapccl_transport_kargs(const struct snapccl_comm* comm) {
+  return &comm->transport->kargs;
+}
+
 static const char* where_name(int where) {
   static const char* const names[] = {"one-shot flag", "reduce-scatter flag", "all-gather flag",
                                       "Lamport data"};
@@ -181,7 +201,7 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   int dev = -1;
   cudaGetDevice(&dev);
   cudaSetDevice(comm->cuda_dev);
-  /* launch.c records order_event after every launch outside a capture, on the stream
+  /* order.c records order_event after every launch outside a capture, on the stream
    * of that launch, and every later launch on another stream waits for it first: the
    * event covers all of our work. It is only queried here, never recorded again: the
    * application may already have destroyed the stream of the last call (NCCL allows

@@ -1,6 +1,6 @@
 /* snapcclCommSetLowPrecision: a communicator's own low-precision setting (docs/LOWPREC.md),
  * overriding SNAPCCL_LOWPREC* for the calls issued on it from now on. */
-#include "algos/lowprec.h"
+#include "algos/allreduce_lowprec.h"
 #include "api.h"
 #include "comm.h"
 #include "env.h"

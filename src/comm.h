@@ -101,8 +101,8 @@ struct snapccl_comm {
   /* Per collective: the size classes whose choice of algorithm was logged (select.c). */
   atomic_ullong algo_logged[COLL_NKINDS];
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
-  atomic_ullong taken[3][48];
-  atomic_ullong forwarded[3][48];
+  atomic_ullong taken[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
+  atomic_ullong forwarded[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
 };
 
 /* Parses an ncclConfig_t (NULL = defaults); rejects a config that did not come from

@@ -176,27 +176,21 @@ ncclResult_t snapccl_make_real_underneath(struct snapccl_comm* c) {
 
 /* ---------------------------------------------------------------- counters */
 
-static int size_class(size_t bytes) {
-  int cls = 0;
-  while (cls < 47 && ((size_t)1 << (cls + 1)) <= bytes) cls++;
-  return cls;
-}
-
 void snapccl_count_call(struct snapccl_comm* comm, enum snapccl_coll_kind kind, size_t bytes,
                         int taken) {
-  if (!comm || (unsigned)kind >= 3) return;
-  atomic_ullong* slot = taken ? &comm->taken[kind][size_class(bytes)]
-                              : &comm->forwarded[kind][size_class(bytes)];
+  if (!comm || (unsigned)kind >= COLL_NKINDS) return;
+  const int cls = snapccl_size_class(bytes);
+  atomic_ullong* slot = taken ? &comm->taken[kind][cls] : &comm->forwarded[kind][cls];
   atomic_fetch_add_explicit(slot, 1, memory_order_relaxed);
 }
 
 void snapccl_print_counts(const struct snapccl_comm* comm) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_INTERPOSE)) return;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < COLL_NKINDS; k++) {
     char line[1024];
     int len = 0, any = 0;
     unsigned long long tt = 0, tf = 0;
-    for (int cls = 0; cls < 48; cls++) {
+    for (int cls = 0; cls < SNAPCCL_SIZE_CLASSES; cls++) {
       unsigned long long t = comm->taken[k][cls], f = comm->forwarded[k][cls];
       if (!t && !f) continue;
       tt += t;

@@ -7,7 +7,7 @@
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/launch.h"
-#include "algos/lowprec.h"
+#include "algos/allreduce_lowprec.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"

@@ -1,6 +1,7 @@
 /* The fused algorithms' own table, SNAPCCL_ALGO's "fused:<name>" item, and the route
  * of a call: one of our algorithms, the real NCCL's all-reduce plus our separate
  * kernel, or a failure with the reason. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "comm.h"
 #include "env.h"
 #include "fused.h"
+#include "log.h"
 
 static const struct snapccl_fused_algo* const table[] = {
     &snapccl_fused_oneshot, &snapccl_fused_twoshot, &snapccl_fused_unfused, &snapccl_fused_local,
@@ -69,4 +71,19 @@ enum snapccl_fused_route snapccl_fused_route(const struct snapccl_fused* f, int 
   }
   *algo = table[p.index];
   return FUSED_ROUTE_OURS;
+}
+
+void snapccl_fused_log_choice(const struct snapccl_fused* f, const struct snapccl_fused_algo* a) {
+  /* Per entry, and one for the real route: size classes already logged in this process. */
+  static atomic_ullong logged[NALGOS + 1];
+  if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
+  unsigned long long bytes = (unsigned long long)f->tokens * f->hidden * snapccl_dtype_size(f->dtype);
+  int slot = NALGOS;
+  for (int i = 0; i < NALGOS; i++)
+    if (table[i] == a) slot = i;
+  uint64_t bit = 1ull << snapccl_size_class(bytes);
+  if (atomic_fetch_or_explicit(&logged[slot], bit, memory_order_relaxed) & bit) return;
+  INFO(SUB_ALGO, "fused all-reduce+residual+RMSNorm of %zu x %zu %s (%llu B) -> %s (estimate %.1f us)",
+       f->tokens, f->hidden, snapccl_dtype_name(f->dtype), bytes, a ? a->name : "nccl",
+       a ? a->cost_us(f) : 0.0);
 }

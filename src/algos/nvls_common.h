@@ -1,4 +1,4 @@
-/* What the NVLink multicast algorithms (nvls_*.c) share: their gate checks and the
+/* What the NVLink multicast algorithms (*_nvls.c) share: their gate checks and the
  * launch through the multimem kernels. */
 #ifndef SNAPCCL_ALGOS_NVLS_COMMON_H
 #define SNAPCCL_ALGOS_NVLS_COMMON_H

@@ -51,9 +51,7 @@ const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snap
 static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
   unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
-  int cls = 0;
-  while (cls < 63 && (1ull << (cls + 1)) <= bytes) cls++;
-  uint64_t bit = 1ull << cls;
+  uint64_t bit = 1ull << snapccl_size_class(bytes);
   /* Once per collective and power-of-two size class, per communicator. */
   if (atomic_fetch_or_explicit(&c->comm->algo_logged[c->kind], bit, memory_order_relaxed) & bit) return;
   INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s%s (estimate %.1f us)", c->comm->rank,

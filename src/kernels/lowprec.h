@@ -1,7 +1,7 @@
 /* The low-precision all-reduce as C sees it (docs/LOWPREC.md): formats, the staging
  * chunk layout host and kernel agree on, the kernel's entry points and the CPU reference
  * (the same arithmetic as the kernels, from kernels/lowprec_math.cuh). Plain C, included
- * by both sides; the host's setting and grid are algos/lowprec.h's. */
+ * by both sides; the host's setting and grid are algos/allreduce_lowprec.h's. */
 #ifndef SNAPCCL_KERNELS_LOWPREC_H
 #define SNAPCCL_KERNELS_LOWPREC_H
 

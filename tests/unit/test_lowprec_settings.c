@@ -16,7 +16,7 @@
 #include "comm.h"
 #include "env.h"
 #include "error.h"
-#include "algos/lowprec.h"
+#include "algos/allreduce_lowprec.h"
 #include "kernels/lowprec.h"
 #include "nccl.h"
 #include "registry.h"

@@ -1,8 +1,8 @@
 /* The low-precision all-reduce's host side (docs/LOWPREC.md): the setting a call uses,
  * the communicator's override of it (snapcclCommSetLowPrecision, api_lowprec.c), and
  * the grid of a call. The formats, layout and kernels are kernels/lowprec.h's. */
-#ifndef SNAPCCL_ALGOS_LOWPREC_H
-#define SNAPCCL_ALGOS_LOWPREC_H
+#ifndef SNAPCCL_ALGOS_ALLREDUCE_LOWPREC_H
+#define SNAPCCL_ALGOS_ALLREDUCE_LOWPREC_H
 
 #include <stddef.h>
 

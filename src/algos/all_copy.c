@@ -1,6 +1,6 @@
-/* One rank: every collective is a copy (or nothing, in place), as in NCCL. Only when
- * the reduction leaves a lone input unchanged; a PreMulSum by a user scalar still needs
- * the kernels. */
+/* The copy algorithm of all three collectives: with one rank every collective is a copy
+ * (or nothing, in place), as in NCCL. Only when the reduction leaves a lone input
+ * unchanged; a PreMulSum by a user scalar still needs the kernels. */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "comm.h"

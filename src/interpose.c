@@ -114,10 +114,9 @@ void snapccl_maybe_attach(struct snapccl_comm* c, cudaStream_t stream) {
   if (!atomic_load(&c->attach_pending)) return;
   /* Attaching runs real collectives: never into a graph being captured. */
   enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  if (stream && cudaStreamIsCapturing(stream, &cap) == cudaSuccess &&
+  if (stream && CUDA_TRY(cudaStreamIsCapturing(stream, &cap)) == cudaSuccess &&
       cap != cudaStreamCaptureStatusNone)
     return;
-  (void)cudaGetLastError();
   attach_now(c);
 }
 
@@ -167,7 +166,10 @@ ncclResult_t snapccl_make_real_underneath(struct snapccl_comm* c) {
   if (c->rank == 0) SNAP_CHECK(snapccl_forwarded(real->ncclGetUniqueId(&id)));
   SNAP_CHECK(snapccl_bootstrap_bcast(c->boot, &id, sizeof id, 0));
   ncclComm_t rc = NULL;
-  SNAP_CHECK(snapccl_forwarded(real->ncclCommInitRank(&rc, c->nranks, id, c->rank)));
+  /* NCCL_COMM_BLOCKING=0 makes even this init non-blocking: in progress, it completes on
+   * its own, and the real library answers for it meanwhile. */
+  ncclResult_t r = snapccl_forwarded(real->ncclCommInitRank(&rc, c->nranks, id, c->rank));
+  if (r != ncclSuccess && r != ncclInProgress) return r;
   c->real_comm = rc;
   INFO(SUB_INTERPOSE, "comm %p rank %d: every rank has its own GPU; real communicator %p "
        "underneath for the calls snapccl does not run", (void*)c, c->rank, (void*)rc);

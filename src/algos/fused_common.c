@@ -126,12 +126,11 @@ ncclResult_t snapccl_fused_ensure_loaded(int device) {
   ncclResult_t res = ncclSuccess;
   if (!g_loaded[device]) {
     int dev = -1, per_sm = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess && dev != device) e = cudaSetDevice(device);
-    if (e == cudaSuccess) e = snapccl_load_fused_kernels(&per_sm);
-    if (dev >= 0 && dev != device) cudaSetDevice(dev);
+    cudaError_t e = CUDA_TRY(cudaGetDevice(&dev));
+    if (e == cudaSuccess && dev != device) e = CUDA_TRY(cudaSetDevice(device));
+    if (e == cudaSuccess) e = CUDA_TRY(snapccl_load_fused_kernels(&per_sm));
+    if (dev >= 0 && dev != device) (void)CUDA_TRY(cudaSetDevice(dev));
     if (e != cudaSuccess) {
-      (void)cudaGetLastError();
       res = snapccl_error(ncclUnhandledCudaError, __func__,
                           "loading the fused kernels on device %d failed: %s", device,
                           cudaGetErrorString(e));

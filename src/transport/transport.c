@@ -199,8 +199,8 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   struct snapccl_transport* t = comm->transport;
   if (!t || !t->have_last_stream) return 0;
   int dev = -1;
-  cudaGetDevice(&dev);
-  cudaSetDevice(comm->cuda_dev);
+  (void)CUDA_TRY(cudaGetDevice(&dev));
+  (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
   /* order.c records order_event after every launch outside a capture, on the stream
    * of that launch, and every later launch on another stream waits for it first: the
    * event covers all of our work. It is only queried here, never recorded again: the
@@ -211,7 +211,7 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
-    cudaError_t q = cudaEventQuery(t->order_event);
+    cudaError_t q = CUDA_TRY(cudaEventQuery(t->order_event));
     if (q != cudaErrorNotReady) break;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > timeout_s) {
@@ -221,24 +221,23 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
-  (void)cudaGetLastError();
-  if (dev >= 0) cudaSetDevice(dev);
+  if (dev >= 0) (void)CUDA_TRY(cudaSetDevice(dev));
   return busy;
 }
 
 void snapccl_transport_free(struct snapccl_comm* comm) {
   struct snapccl_transport* t = comm->transport;
   if (!t) return;
+  /* Teardown goes on past failures: each call's error is cleared, none is reported. */
   int dev = -1;
-  cudaGetDevice(&dev);
-  if (comm->cuda_dev >= 0) cudaSetDevice(comm->cuda_dev);
+  (void)CUDA_TRY(cudaGetDevice(&dev));
+  if (comm->cuda_dev >= 0) (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
   snapccl_peers_unmap(comm, t);
   snapccl_nvls_free(comm);
-  if (t->ws_local) cudaFree(t->ws_local);
-  if (t->status_host) cudaFreeHost(t->status_host);
-  if (t->order_event) cudaEventDestroy(t->order_event);
-  (void)cudaGetLastError();
-  if (dev >= 0) cudaSetDevice(dev);
+  if (t->ws_local) (void)CUDA_TRY(cudaFree(t->ws_local));
+  if (t->status_host) (void)CUDA_TRY(cudaFreeHost(t->status_host));
+  if (t->order_event) (void)CUDA_TRY(cudaEventDestroy(t->order_event));
+  if (dev >= 0) (void)CUDA_TRY(cudaSetDevice(dev));
   pthread_mutex_destroy(&t->lock);
   free(t);
   comm->transport = NULL;

@@ -40,10 +40,7 @@
 
 static int gpu_visible(void) {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
+  if (CUDA_TRY(cudaGetDeviceCount(&n)) != cudaSuccess) return 0;
   return n > 0;
 }
 

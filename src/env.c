@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct setting {
    * instead); may also adjust it. NULL: every parsed value is taken. */
   int (*check)(void* value);
   const char* expect; /* what a valid value is, for the warning; NULL: "a valid value" */
+  int debug;          /* one of the log's own settings (snapccl_env_reload_debug) */
 };
 
 #define F(field) \
@@ -61,6 +63,13 @@ static int check_not_negative(void* v) {
 }
 
 static const struct setting table[] = {
+    {{"SNAPCCL_DEBUG", "NCCL_DEBUG", "",
+      "log level: VERSION, WARN, INFO or TRACE; unset (or anything else): nothing is logged"},
+     .kind = K_STR, F(debug), .debug = 1},
+    {{"SNAPCCL_DEBUG_SUBSYS", "NCCL_DEBUG_SUBSYS", "ALL",
+      "subsystems logged at INFO, comma-separated: INIT, COLL, BOOT, TRANSPORT, ALGO, ENV, "
+      "INTERPOSE, ALL; a leading ^ logs all but those"},
+     .kind = K_STR, F(debug_subsys), .debug = 1},
     {{"SNAPCCL_SHARED_GPU", NULL, "0",
       "1 lets several ranks of one communicator use the same GPU (test beds); 0 refuses "
       "them like NCCL (\"Duplicate GPU detected\")"},
@@ -96,6 +105,10 @@ static const struct setting table[] = {
       "1 allows NVLink multicast where the hardware, NCCL_NVLS_ENABLE and every rank agree; "
       "never set it on shared hosts that forbid multicast"},
      .kind = K_INT, F(nvls)},
+    {{"NCCL_NVLS_ENABLE", NULL, "",
+      "NCCL's own multicast switch, respected: set to 0 (or to anything but a number), it "
+      "keeps snapccl's NVLink multicast off too"},
+     .kind = K_STR, F(nccl_nvls_enable)},
     {{"SNAPCCL_LOWPREC", NULL, "off",
       "opt-in lossy all-reduce: off, fp8 (E4M3), int8 or int4; sum and avg of float16, "
       "bfloat16 and float32 travel quantised in groups with one scale each (docs/LOWPREC.md)"},
@@ -150,49 +163,86 @@ static int store(const struct setting* s, char* dst, const char* v) {
   return !s->check || s->check(dst);
 }
 
-static void parse_one(const struct setting* s, struct snapccl_env* env) {
+#define NSETTINGS (sizeof table / sizeof table[0])
+
+/* What a reading of the environment has to say: at most a line per setting, logged once
+ * the settings are in place (logging itself reads SNAPCCL_DEBUG from them). */
+struct notes {
+  int n;
+  struct {
+    enum snapccl_log_level level;
+    char text[400];
+  } line[NSETTINGS];
+};
+
+static void note(struct notes* n, enum snapccl_log_level level, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void note(struct notes* n, enum snapccl_log_level level, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(n->line[n->n].text, sizeof n->line[n->n].text, fmt, ap);
+  va_end(ap);
+  n->line[n->n++].level = level;
+}
+
+static void flush(const struct notes* n) {
+  for (int i = 0; i < n->n; i++)
+    snapccl_log(n->line[i].level, n->line[i].level == LOG_WARN ? SUB_ALL : SUB_ENV, __FILE__,
+                __LINE__, "%s", n->line[i].text);
+}
+
+static void parse_one(const struct setting* s, struct snapccl_env* env, struct notes* n) {
   const char* src = s->e.name;
   const char* v = getenv(src);
   if ((!v || !*v) && s->e.fallback) v = getenv(src = s->e.fallback);
   char* dst = (char*)env + s->offset;
   if (v && *v) {
     if (store(s, dst, v)) {
-      INFO(SUB_ENV, "%s set by environment to %s", src, v);
+      note(n, LOG_INFO, "%s set by environment to %s", src, v);
       return;
     }
-    WARN("%s=%s is not %s; using the default %s", src, v, s->expect ? s->expect : "a valid value",
-         s->e.def);
+    note(n, LOG_WARN, "%s=%s is not %s; using the default %s", src, v,
+         s->expect ? s->expect : "a valid value", s->e.def);
   }
   store(s, dst, s->e.def); /* defaults always parse */
 }
 
-static void load_locked(void) {
-  struct snapccl_env env;
-  memset(&env, 0, sizeof env);
-  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) parse_one(&table[i], &env);
+/* All settings, or (debug_only) the log's, the others kept as they are. */
+static void load_locked(int debug_only, struct notes* n) {
+  struct snapccl_env env = g_env;
+  if (!debug_only) memset(&env, 0, sizeof env);
+  for (size_t i = 0; i < NSETTINGS; i++)
+    if (!debug_only || table[i].debug) parse_one(&table[i], &env, n);
   g_env = env;
   __atomic_store_n(&g_loaded, 1, __ATOMIC_RELEASE);
 }
 
 const struct snapccl_env* snapccl_env(void) {
   if (!__atomic_load_n(&g_loaded, __ATOMIC_ACQUIRE)) {
+    struct notes n = {0};
     pthread_mutex_lock(&g_lock);
-    if (!g_loaded) load_locked();
+    if (!g_loaded) load_locked(0, &n);
     pthread_mutex_unlock(&g_lock);
+    flush(&n);
   }
   return &g_env;
 }
 
-void snapccl_env_reload(void) {
+static void reload(int debug_only) {
+  struct notes n = {0};
   pthread_mutex_lock(&g_lock);
-  load_locked();
+  load_locked(debug_only, &n);
   pthread_mutex_unlock(&g_lock);
   snapccl_log_reload();
+  flush(&n);
 }
 
+void snapccl_env_reload(void) { reload(0); }
+void snapccl_env_reload_debug(void) { reload(1); }
+
 size_t snapccl_env_table(const struct snapccl_env_entry** entries) {
-  static struct snapccl_env_entry list[sizeof table / sizeof table[0]];
-  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) list[i] = table[i].e;
+  static struct snapccl_env_entry list[NSETTINGS];
+  for (size_t i = 0; i < NSETTINGS; i++) list[i] = table[i].e;
   *entries = list;
-  return sizeof table / sizeof table[0];
+  return NSETTINGS;
 }

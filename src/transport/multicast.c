@@ -423,7 +423,7 @@ ncclResult_t snapccl_nvls_setup_core(struct snapccl_comm* comm, const struct sna
   s->open = 0;
   s->cuda_dev = comm->cuda_dev;
   const struct snapccl_env* env = snapccl_env();
-  const char* nccl = getenv("NCCL_NVLS_ENABLE");
+  const char* nccl = env->nccl_nvls_enable;
   char why[156] = "";
   struct snapccl_mc_gate_in in = {env->nvls, nccl, -1, 0};
   const struct snapccl_mc_driver* d = NULL;

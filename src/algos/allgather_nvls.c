@@ -2,7 +2,10 @@
  * goes once into its chunk of every rank's replica with multimem.st, a barrier, then each
  * rank copies the others' chunks from its own replica; pipelined in rounds, dtype-blind.
  * nvls_twin is the same kernel with the multicast store replaced by a loop over the
- * peers' workspaces, forced by name only (SNAPCCL_ALGO=allgather:nvls_twin). */
+ * peers' workspaces, forced by name only (SNAPCCL_ALGO=allgather:nvls_twin).
+ * Never run on multicast hardware: no multicast object has been created and the multicast
+ * variants have never executed; only the unicast twins ran (on an H100, ranks sharing it)
+ * and the gate and setup were tested against a stubbed driver (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/nvls_common.h"

@@ -99,7 +99,7 @@ static double cost(const struct snapccl_coll* c) {
  * Wide blocks (16 warps, one per SM) when every block may have an SM of its own within the
  * residency promise (one rank per GPU, or small calls): on an H100 the kernel's steps are
  * latency-bound at 8 warps per SM, and 64 wide blocks ran 256 MiB fp8 in 907 us where 64
- * of 256 threads took 1134 (two ranks sharing the GPU, docs/LOWPREC.md). */
+ * of 256 threads took 1134 (two ranks sharing the GPU, perf/RESULTS.md section 4). */
 #define ALIGN_BYTES 4096ull
 
 static unsigned long long gcd(unsigned long long a, unsigned long long b) {

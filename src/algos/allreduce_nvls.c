@@ -5,7 +5,10 @@
  *   nvls_oneshot  copy in, one barrier, every rank reduces the whole buffer (ld_reduce);
  *   nvls_twoshot  copy in, barrier, each rank reduces its slice and multicasts the result,
  *                 barrier; pipelined in rounds, any size.
- * The multicast variants run only where the gate opened (transport/multicast.c). */
+ * The multicast variants run only where the gate opened (transport/multicast.c).
+ * Never run on multicast hardware: no multicast object has been created and the multicast
+ * variants have never executed; only the unicast twins ran (on an H100, ranks sharing it)
+ * and the gate and setup were tested against a stubbed driver (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/nvls_common.h"

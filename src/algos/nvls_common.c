@@ -1,4 +1,5 @@
-/* Shared by the NVLink multicast algorithms: see nvls_common.h. */
+/* Shared by the NVLink multicast algorithms: see nvls_common.h. The multicast launch has
+ * never run on multicast hardware; the twins' launch ran on an H100 (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/nvls_common.h"
 

@@ -1,5 +1,6 @@
 /* What the NVLink multicast algorithms (*_nvls.c) share: their gate checks and the
- * launch through the multimem kernels. */
+ * launch through the multimem kernels. The multicast path has never run on multicast
+ * hardware, only the unicast twins and the stubbed-driver tests did (docs/NVLS.md). */
 #ifndef SNAPCCL_ALGOS_NVLS_COMMON_H
 #define SNAPCCL_ALGOS_NVLS_COMMON_H
 

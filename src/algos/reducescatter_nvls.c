@@ -2,7 +2,10 @@
  * its input into its replica, a barrier, then each rank's reducing load (ld_reduce) of
  * its own slice sums every replica in the switch; pipelined in rounds. nvls_twin is the
  * same kernel with the reducing load replaced by a loop over the peers' workspaces,
- * forced by name only (SNAPCCL_ALGO=reducescatter:nvls_twin). */
+ * forced by name only (SNAPCCL_ALGO=reducescatter:nvls_twin).
+ * Never run on multicast hardware: no multicast object has been created and the multicast
+ * variants have never executed; only the unicast twins ran (on an H100, ranks sharing it)
+ * and the gate and setup were tested against a stubbed driver (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/nvls_common.h"

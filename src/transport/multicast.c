@@ -1,6 +1,8 @@
 /* NVLink multicast: setup and teardown of the multicast object and its mappings, through
  * the driver table (multicast_driver.c) once the gate (multicast_policy.c) is open. The
- * design and the reasons are in docs/NVLS.md; the safety rule is in multicast.h. */
+ * design and the reasons are in docs/NVLS.md; the safety rule is in multicast.h.
+ * Never run on multicast hardware: this code has only ever met the stub driver of
+ * tests/unit/test_nvls_gate.c; on real GPUs the gate has always stayed closed. */
 #include "transport/multicast.h"
 
 #include <cuda_runtime.h>

@@ -1,5 +1,7 @@
 /* NVLink multicast: the driver and NVML function tables every multicast-path call goes
- * through (loaded on first use, or replaced by tests with stubs). docs/NVLS.md. */
+ * through (loaded on first use, or replaced by tests with stubs). docs/NVLS.md.
+ * Never run on multicast hardware: this code has only ever met the stub driver of
+ * tests/unit/test_nvls_gate.c; on real GPUs the gate has always stayed closed. */
 #include "transport/multicast_driver.h"
 
 #include <cuda_runtime.h>

@@ -41,9 +41,6 @@ ncclResult_t snapcclQueryAlgorithm(ncclComm_t comm, const char* collective, size
 #define SNAPCCL_LOWPREC_INT4 3
 ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format, int group, size_t min_bytes);
 
-/* @lowprec-api@ */
-
-/* @fused-api@ */
 /* Fused all-reduce + residual add + RMSNorm (docs/FUSED.md). Rows are `tokens` x
  * `hidden` elements of `datatype` (ncclBfloat16, ncclFloat16 or ncclFloat32), and
  * for every row, with fp32 arithmetic and dtype-rounded tensors:

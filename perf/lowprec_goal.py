@@ -10,9 +10,9 @@ default staging and 256 MiB) are each reported; NCCL_LOG: nccl-tests' all_reduce
 output on the same GPUs and dtype (the out-of-place busbw is compared).
 
 Prints a table of busbw and ratio to NCCL for every size both logs have, then per log and
-format the smallest ratio over the sizes from --from (default 32 MB, issue 13's goal) and
-whether it reaches --goal (default 1.5). Exit status 0 when it could compare (whatever the
-verdict), 2 when a log has no rows or no size is shared. Python 3 standard library only.
+format the smallest ratio over the sizes from --from (default 32 MB, where the goal of 1.5x
+NCCL starts) and whether it reaches --goal (default 1.5). Exit status 0 when it could
+compare (whatever the verdict), 2 when a log has no rows or no size is shared. Python 3 standard library only.
 """
 
 import argparse

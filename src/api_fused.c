@@ -228,22 +228,6 @@ static int real_device(ncclComm_t real, const struct snapccl_comm* c) {
   return dev;
 }
 
-/* At INFO, once per algorithm and power-of-two size class in this process. */
-static void log_choice(const struct snapccl_fused* f, const char* name, double est) {
-  static uint64_t logged[8];
-  if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
-  unsigned long long bytes = (unsigned long long)f->tokens * f->hidden * snapccl_dtype_size(f->dtype);
-  int cls = 0;
-  while (cls < 63 && (1ull << (cls + 1)) <= bytes) cls++;
-  int slot = 7;
-  for (int i = 0; i < snapccl_fused_algo_count(); i++)
-    if (!strcmp(snapccl_fused_algo_at(i)->name, name)) slot = i;
-  uint64_t bit = 1ull << cls;
-  if (__atomic_fetch_or(&logged[slot], bit, __ATOMIC_RELAXED) & bit) return;
-  INFO(SUB_ALGO, "fused all-reduce+residual+RMSNorm of %zu x %zu %s (%llu B) -> %s (estimate %.1f us)",
-       f->tokens, f->hidden, snapccl_dtype_name(f->dtype), bytes, name, est);
-}
-
 static ncclResult_t fused_call(const char* func, const void* input, const void* residual_in,
                                const void* gamma, void* norm_out, void* residual_out,
                                size_t tokens, size_t hidden, float eps, ncclDataType_t dtype,
@@ -273,12 +257,12 @@ static ncclResult_t fused_call(const char* func, const void* input, const void* 
   const struct snapccl_fused_algo* a = NULL;
   switch (snapccl_fused_route(&f, t.have_real, t.ours_ready, &a, why, sizeof why)) {
     case FUSED_ROUTE_OURS:
-      log_choice(&f, a->name, a->cost_us(&f));
+      snapccl_fused_log_choice(&f, a);
       SNAP_CHECK(snapccl_fused_ensure_loaded(t.c->cuda_dev));
       return a->launch(&f);
     case FUSED_ROUTE_REAL:
       TRACE(SUB_ALGO, "fused call of %zu x %zu: all-reduce by NVIDIA's NCCL (%s)", tokens, hidden, why);
-      log_choice(&f, "nccl", 0.0);
+      snapccl_fused_log_choice(&f, NULL);
       return snapccl_fused_run_real(&f, t.real, real_device(t.real, t.c));
     default:
       return snapccl_error(ncclInvalidUsage, func, "%s", why);

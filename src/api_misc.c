@@ -6,6 +6,7 @@
 #include "api.h"
 #include "coll.h"
 #include "comm.h"
+#include "env.h"
 #include "error.h"
 #include "group.h"
 #include "interpose.h"
@@ -44,7 +45,7 @@ NCCL_API(const char*, ncclGetLastError, ncclComm_t comm) {
 }
 
 NCCL_API(void, ncclResetDebugInit, void) {
-  snapccl_log_reload();
+  snapccl_env_reload_debug();
   if (REAL && REAL->ncclResetDebugInit) REAL->ncclResetDebugInit();
 }
 

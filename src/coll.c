@@ -29,6 +29,14 @@ static const char* const coll_names[COLL_NKINDS] = {
 
 const char* snapccl_coll_name(enum snapccl_coll_kind kind) { return coll_names[kind]; }
 
+_Static_assert(SNAPCCL_SIZE_CLASSES <= 64, "a set of size classes must fit a uint64_t");
+
+int snapccl_size_class(unsigned long long bytes) {
+  int cls = 0;
+  while (cls < SNAPCCL_SIZE_CLASSES - 1 && (1ull << (cls + 1)) <= bytes) cls++;
+  return cls;
+}
+
 size_t snapccl_dtype_size(ncclDataType_t dtype) {
   return ((int)dtype >= 0 && dtype < ncclNumTypes) ? dtypes[dtype].size : 0;
 }

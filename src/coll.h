@@ -48,6 +48,12 @@ struct snapccl_coll {
 };
 
 const char* snapccl_coll_name(enum snapccl_coll_kind kind);
+
+/* Power-of-two size classes, for counting and logging calls by size: class c holds
+ * messages of [2^c, 2^(c+1)) bytes (class 0 also 0 bytes), the last one everything from
+ * 2^(SNAPCCL_SIZE_CLASSES-1) up. At most 64, so a class set fits a uint64_t. */
+#define SNAPCCL_SIZE_CLASSES 48
+int snapccl_size_class(unsigned long long bytes);
 size_t snapccl_dtype_size(ncclDataType_t dtype);
 const char* snapccl_dtype_name(ncclDataType_t dtype);
 int snapccl_dtype_is_float(ncclDataType_t dtype);

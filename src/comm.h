@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coll.h"
 #include "nccl.h"
 
 #define SNAPCCL_COMM_MAGIC 0x736e6170636f6d6dull /* "snapcomm" */
@@ -96,12 +97,12 @@ struct snapccl_comm {
   /* snapcclCommSetLowPrecision's setting, packed (algos/allreduce_lowprec.c); 0: the
    * environment's. Read by every all-reduce's selection, hence one atomic word. */
   _Atomic uint64_t lowprec;
-  /* @lowprec-comm-fields@ */
   struct snapccl_nvls* nvls; /* NVLink multicast state and gate verdict (transport/multicast.h) */
-  /* @nvls-comm-fields@ */
+  /* Per collective: the size classes whose choice of algorithm was logged (select.c). */
+  atomic_ullong algo_logged[COLL_NKINDS];
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
-  atomic_ullong taken[3][48];
-  atomic_ullong forwarded[3][48];
+  atomic_ullong taken[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
+  atomic_ullong forwarded[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
 };
 
 /* Parses an ncclConfig_t (NULL = defaults); rejects a config that did not come from

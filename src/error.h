@@ -1,5 +1,16 @@
 /* One error path: a failure records a one-line reason (ncclGetLastError), logs it at
- * WARN and returns NCCL's code. The check macros propagate codes upward unchanged. */
+ * WARN and returns NCCL's code.
+ *
+ * The check macros, one rule for all of them:
+ *   - any code other than ncclSuccess is passed up unchanged (returned, or stored in
+ *     `res` before the jump to the cleanup label). ncclInProgress is not a failure, but
+ *     it is not done either: the few callers that may see it (non-blocking inits, a
+ *     group's end, a non-blocking real communicator) test for it by hand;
+ *   - a CUDA call that fails is recorded as ncclUnhandledCudaError, and the runtime's
+ *     last error is cleared, so that a later check of it (a kernel launch's
+ *     cudaGetLastError) does not report this failure a second time;
+ *   - CUDA_TRY is for CUDA calls whose failure the caller handles itself (a capability
+ *     probe, teardown): it yields the result and clears the last error the same way. */
 #ifndef SNAPCCL_ERROR_H
 #define SNAPCCL_ERROR_H
 
@@ -26,7 +37,7 @@ int snapccl_last_error_is_real(void);
 #define SNAP_CHECK(call)                                    \
   do {                                                      \
     ncclResult_t snap_r_ = (call);                          \
-    if (snap_r_ != ncclSuccess && snap_r_ != ncclInProgress) return snap_r_; \
+    if (snap_r_ != ncclSuccess) return snap_r_;             \
   } while (0)
 
 /* Like SNAP_CHECK but jumps to a cleanup label with the code in `res`. */
@@ -36,9 +47,16 @@ int snapccl_last_error_is_real(void);
     if ((res) != ncclSuccess) goto label;                   \
   } while (0)
 
+/* The result of a CUDA call, with the runtime's last error cleared if it failed. */
+static inline cudaError_t snapccl_cuda_tried(cudaError_t e) {
+  if (e != cudaSuccess) (void)cudaGetLastError();
+  return e;
+}
+#define CUDA_TRY(call) snapccl_cuda_tried(call)
+
 #define CUDA_CHECK(call)                                                        \
   do {                                                                          \
-    cudaError_t snap_e_ = (call);                                               \
+    cudaError_t snap_e_ = CUDA_TRY(call);                                       \
     if (snap_e_ != cudaSuccess)                                                 \
       return snapccl_error(ncclUnhandledCudaError, __func__, "%s failed: %s",   \
                            #call, cudaGetErrorString(snap_e_));                 \
@@ -46,7 +64,7 @@ int snapccl_last_error_is_real(void);
 
 #define CUDA_CHECK_GOTO(call, res, label)                                       \
   do {                                                                          \
-    cudaError_t snap_e_ = (call);                                               \
+    cudaError_t snap_e_ = CUDA_TRY(call);                                       \
     if (snap_e_ != cudaSuccess) {                                               \
       (res) = snapccl_error(ncclUnhandledCudaError, __func__, "%s failed: %s",  \
                             #call, cudaGetErrorString(snap_e_));                \

@@ -78,6 +78,10 @@ enum snapccl_fused_route snapccl_fused_route(const struct snapccl_fused* f, int 
                                              int ours_ready, const struct snapccl_fused_algo** algo,
                                              char* why, size_t len);
 
+/* At INFO, once per algorithm (NULL: the real route) and power-of-two size class in this
+ * process: which one runs a fused call. */
+void snapccl_fused_log_choice(const struct snapccl_fused* f, const struct snapccl_fused_algo* a);
+
 /* ---- pieces the algorithms share (src/algos/fused_common.c) ---- */
 
 /* Bytes of one row in staging (rounded up to whole 16-byte packs). */

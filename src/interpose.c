@@ -11,7 +11,7 @@
 #include "group.h"
 #include "log.h"
 #include "registry.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 int snapccl_forward_target(ncclComm_t handle, ncclComm_t* real_handle) {
   if (snapccl_mode() == MODE_STANDALONE) return 0;
@@ -105,19 +105,18 @@ static void attach_now(struct snapccl_comm* c) {
   if (r != ncclSuccess)
     INFO(SUB_INTERPOSE, "comm %p: not attached (%s); the real NCCL runs all its calls",
          (void*)c->real_comm, snapccl_last_error());
-  else if (c->transport && !c->transport->usable)
+  else if (c->transport && snapccl_transport_unusable_reason(c))
     INFO(SUB_INTERPOSE, "comm %p: attached, but snapccl cannot run its collectives: %s",
-         (void*)c->real_comm, c->transport->reason);
+         (void*)c->real_comm, snapccl_transport_unusable_reason(c));
 }
 
 void snapccl_maybe_attach(struct snapccl_comm* c, cudaStream_t stream) {
   if (!atomic_load(&c->attach_pending)) return;
   /* Attaching runs real collectives: never into a graph being captured. */
   enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  if (stream && cudaStreamIsCapturing(stream, &cap) == cudaSuccess &&
+  if (stream && CUDA_TRY(cudaStreamIsCapturing(stream, &cap)) == cudaSuccess &&
       cap != cudaStreamCaptureStatusNone)
     return;
-  (void)cudaGetLastError();
   attach_now(c);
 }
 
@@ -167,7 +166,10 @@ ncclResult_t snapccl_make_real_underneath(struct snapccl_comm* c) {
   if (c->rank == 0) SNAP_CHECK(snapccl_forwarded(real->ncclGetUniqueId(&id)));
   SNAP_CHECK(snapccl_bootstrap_bcast(c->boot, &id, sizeof id, 0));
   ncclComm_t rc = NULL;
-  SNAP_CHECK(snapccl_forwarded(real->ncclCommInitRank(&rc, c->nranks, id, c->rank)));
+  /* NCCL_COMM_BLOCKING=0 makes even this init non-blocking: in progress, it completes on
+   * its own, and the real library answers for it meanwhile. */
+  ncclResult_t r = snapccl_forwarded(real->ncclCommInitRank(&rc, c->nranks, id, c->rank));
+  if (r != ncclSuccess && r != ncclInProgress) return r;
   c->real_comm = rc;
   INFO(SUB_INTERPOSE, "comm %p rank %d: every rank has its own GPU; real communicator %p "
        "underneath for the calls snapccl does not run", (void*)c, c->rank, (void*)rc);
@@ -176,27 +178,21 @@ ncclResult_t snapccl_make_real_underneath(struct snapccl_comm* c) {
 
 /* ---------------------------------------------------------------- counters */
 
-static int size_class(size_t bytes) {
-  int cls = 0;
-  while (cls < 47 && ((size_t)1 << (cls + 1)) <= bytes) cls++;
-  return cls;
-}
-
 void snapccl_count_call(struct snapccl_comm* comm, enum snapccl_coll_kind kind, size_t bytes,
                         int taken) {
-  if (!comm || (unsigned)kind >= 3) return;
-  atomic_ullong* slot = taken ? &comm->taken[kind][size_class(bytes)]
-                              : &comm->forwarded[kind][size_class(bytes)];
+  if (!comm || (unsigned)kind >= COLL_NKINDS) return;
+  const int cls = snapccl_size_class(bytes);
+  atomic_ullong* slot = taken ? &comm->taken[kind][cls] : &comm->forwarded[kind][cls];
   atomic_fetch_add_explicit(slot, 1, memory_order_relaxed);
 }
 
 void snapccl_print_counts(const struct snapccl_comm* comm) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_INTERPOSE)) return;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < COLL_NKINDS; k++) {
     char line[1024];
     int len = 0, any = 0;
     unsigned long long tt = 0, tf = 0;
-    for (int cls = 0; cls < 48; cls++) {
+    for (int cls = 0; cls < SNAPCCL_SIZE_CLASSES; cls++) {
       unsigned long long t = comm->taken[k][cls], f = comm->forwarded[k][cls];
       if (!t && !f) continue;
       tt += t;

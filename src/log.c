@@ -3,11 +3,12 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "env.h"
 
 static struct {
   pthread_mutex_t lock;
@@ -29,11 +30,6 @@ static const struct {
     {"INTERPOSE", SUB_INTERPOSE}, {"ALL", SUB_ALL},
 };
 
-static const char* getenv2(const char* a, const char* b) {
-  const char* v = getenv(a);
-  return (v && *v) ? v : getenv(b);
-}
-
 /* "INIT,COLL" enables those; "^INIT" enables everything but INIT, as in NCCL. */
 static unsigned parse_subsys(const char* s) {
   if (!s || !*s) return SUB_ALL;
@@ -50,16 +46,15 @@ static unsigned parse_subsys(const char* s) {
   return invert ? ~mask : mask;
 }
 
-static void load_locked(void) {
-  const char* lv = getenv2("SNAPCCL_DEBUG", "NCCL_DEBUG");
+static void load_locked(const struct snapccl_env* env) {
+  static const struct {
+    const char* name;
+    enum snapccl_log_level level;
+  } levels[] = {{"VERSION", LOG_VERSION}, {"WARN", LOG_WARN}, {"INFO", LOG_INFO}, {"TRACE", LOG_TRACE}};
   g_log.level = LOG_NONE;
-  if (lv) {
-    if (!strcasecmp(lv, "VERSION")) g_log.level = LOG_VERSION;
-    else if (!strcasecmp(lv, "WARN")) g_log.level = LOG_WARN;
-    else if (!strcasecmp(lv, "INFO")) g_log.level = LOG_INFO;
-    else if (!strcasecmp(lv, "TRACE")) g_log.level = LOG_TRACE;
-  }
-  g_log.subsys = parse_subsys(getenv2("SNAPCCL_DEBUG_SUBSYS", "NCCL_DEBUG_SUBSYS"));
+  for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+    if (!strcasecmp(env->debug, levels[i].name)) g_log.level = levels[i].level;
+  g_log.subsys = parse_subsys(env->debug_subsys);
   if (gethostname(g_log.host, sizeof g_log.host) != 0) snprintf(g_log.host, sizeof g_log.host, "?");
   g_log.host[sizeof g_log.host - 1] = 0;
   char* dot = strchr(g_log.host, '.');
@@ -67,16 +62,20 @@ static void load_locked(void) {
   g_log.loaded = 1;
 }
 
+/* The settings are read before taking the lock: reading them the first time logs what
+ * they say, which comes back here (and finds them read). */
 static void ensure_loaded(void) {
   if (__atomic_load_n(&g_log.loaded, __ATOMIC_ACQUIRE)) return;
+  const struct snapccl_env* env = snapccl_env();
   pthread_mutex_lock(&g_log.lock);
-  if (!g_log.loaded) load_locked();
+  if (!g_log.loaded) load_locked(env);
   pthread_mutex_unlock(&g_log.lock);
 }
 
 void snapccl_log_reload(void) {
+  const struct snapccl_env* env = snapccl_env();
   pthread_mutex_lock(&g_log.lock);
-  load_locked();
+  load_locked(env);
   pthread_mutex_unlock(&g_log.lock);
 }
 

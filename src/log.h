@@ -1,6 +1,6 @@
 /* Logging in NCCL's shape: "host:pid:tid [dev] SNAPCCL LEVEL msg".
  * Level and subsystems come from SNAPCCL_DEBUG / SNAPCCL_DEBUG_SUBSYS, falling back to
- * NCCL_DEBUG / NCCL_DEBUG_SUBSYS so existing habits keep working. */
+ * NCCL_DEBUG / NCCL_DEBUG_SUBSYS so existing habits keep working (env.c's table). */
 #ifndef SNAPCCL_LOG_H
 #define SNAPCCL_LOG_H
 
@@ -20,7 +20,7 @@ enum snapccl_subsys {
 void snapccl_log(enum snapccl_log_level level, unsigned subsys, const char* file, int line,
                  const char* fmt, ...) __attribute__((format(printf, 5, 6)));
 int snapccl_log_enabled(enum snapccl_log_level level, unsigned subsys);
-/* Re-reads the environment (tests change it between cases). */
+/* Takes level and subsystems again from the settings (after env.c re-read them). */
 void snapccl_log_reload(void);
 /* The CUDA device logged in the [dev] field for this thread; -1 = unknown. */
 void snapccl_log_set_device(int dev);

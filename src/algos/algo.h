@@ -1,5 +1,6 @@
 /* The algorithm table: each entry can say whether it runs a call, what the call would
- * cost, and launch it. The selector takes the cheapest that can run (select.c). */
+ * cost, and launch it; the selector (select.c, by the rule of pick.h) takes the one
+ * SNAPCCL_ALGO names, else an opt-in one the user enabled, else the cheapest. */
 #ifndef SNAPCCL_ALGO_H
 #define SNAPCCL_ALGO_H
 
@@ -14,7 +15,18 @@ struct snapccl_algo {
   /* Estimated microseconds, from the constants in cost.h. */
   double (*cost_us)(const struct snapccl_coll* coll);
   ncclResult_t (*launch)(const struct snapccl_coll* coll);
+  /* Properties the selector honours (0 / NULL for a plain algorithm): */
+  /* Runs only when SNAPCCL_ALGO names it, never by cost (the multicast kernels' unicast
+   * twins, which exist to test those kernels). */
+  int only_when_named;
+  /* Opt-in (lossy): NULL if the user enabled it for this call's communicator, else why
+   * not. Enabled and able to run, it wins over every cost estimate. */
+  const char* (*opt_in)(const struct snapccl_coll* coll);
 };
+
+/* Why the selector would not take `a` for coll even when named (its opt-in, then
+ * can_run); NULL if it would. */
+const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snapccl_coll* coll);
 
 /* SNAPCCL_ALGO=<key>:<name>[,...] (key: a collective's name, or "fused"): copies the
  * first name given for key into name (truncated to len) and returns 1; 0 if none. */
@@ -42,7 +54,6 @@ extern const struct snapccl_algo snapccl_allreduce_copy;
 extern const struct snapccl_algo snapccl_allgather_copy;
 extern const struct snapccl_algo snapccl_reducescatter_copy;
 extern const struct snapccl_algo snapccl_allreduce_lowprec;
-/* @lowprec-algo-decls@ */
 extern const struct snapccl_algo snapccl_allreduce_nvls_lamport;
 extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot;
 extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot;
@@ -53,6 +64,5 @@ extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot_twin;
 extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot_twin;
 extern const struct snapccl_algo snapccl_allgather_nvls_twin;
 extern const struct snapccl_algo snapccl_reducescatter_nvls_twin;
-/* @nvls-algo-decls@ */
 
 #endif

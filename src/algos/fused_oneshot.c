@@ -8,21 +8,21 @@
 #include "comm.h"
 #include "fused.h"
 #include "kernels/fused_launch.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len) {
-  const struct snapccl_transport* t = f->comm->transport;
-  if (!t) return "the communicator has no transport";
-  if (!t->usable) return t->reason;
+  const char* why = snapccl_transport_unusable_reason(f->comm);
+  if (why) return why;
+  const struct snapccl_ws_layout* lay = snapccl_transport_layout(f->comm);
   unsigned long long stride = snapccl_fused_stride(f);
   if (stride > SNAPCCL_FUSED_ROW_CACHE_MAX) {
     snprintf(buf, len, "a row of %llu B does not fit the %u B row cache", stride,
              SNAPCCL_FUSED_ROW_CACHE_MAX);
     return buf;
   }
-  if ((unsigned long long)f->tokens * stride > t->lay.oneshot_bytes) {
+  if ((unsigned long long)f->tokens * stride > lay->oneshot_bytes) {
     snprintf(buf, len, "%zu rows of %llu B do not fit the %llu B one-shot buffer", f->tokens,
-             stride, t->lay.oneshot_bytes);
+             stride, lay->oneshot_bytes);
     return buf;
   }
   return NULL;

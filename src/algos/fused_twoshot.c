@@ -11,7 +11,7 @@
 #include "error.h"
 #include "fused.h"
 #include "kernels/fused_launch.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 struct geom {
   int blocks;
@@ -20,9 +20,8 @@ struct geom {
 
 /* Identical on every rank: tokens, hidden, dtype and the agreed layout and cap. */
 static int geometry(const struct snapccl_fused* f, struct geom* g) {
-  const struct snapccl_transport* t = f->comm->transport;
   unsigned long long stride = snapccl_fused_stride(f);
-  unsigned long long cap_rows = t->lay.chunk_bytes / stride;
+  unsigned long long cap_rows = snapccl_transport_layout(f->comm)->chunk_bytes / stride;
   if (cap_rows == 0) return 0;
   unsigned long long n = (unsigned long long)f->comm->nranks;
   unsigned long long ts = (f->tokens + n - 1) / n; /* rows per slice */
@@ -36,13 +35,13 @@ static int geometry(const struct snapccl_fused* f, struct geom* g) {
 }
 
 static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len) {
-  const struct snapccl_transport* t = f->comm->transport;
-  if (!t) return "the communicator has no transport";
-  if (!t->usable) return t->reason;
+  const char* why = snapccl_transport_unusable_reason(f->comm);
+  if (why) return why;
+  const struct snapccl_ws_layout* lay = snapccl_transport_layout(f->comm);
   struct geom g;
   if (!geometry(f, &g)) {
     snprintf(buf, len, "a row of %llu B is larger than a staging chunk (%llu B; SNAPCCL_BUFFSIZE)",
-             snapccl_fused_stride(f), t->lay.chunk_bytes);
+             snapccl_fused_stride(f), lay->chunk_bytes);
     return buf;
   }
   return NULL;

@@ -11,7 +11,7 @@
 #include "comm.h"
 #include "error.h"
 #include "fused.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 /* The all-reduce as a collective call of ours, into `sum` (any non-NULL pointer for
  * selection: it never depends on buffer addresses). */
@@ -33,10 +33,9 @@ static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len)
   struct snapccl_coll coll;
   if (ar_algo(f, &coll)) return NULL;
   /* The selector's reason, without recording an error. */
-  const struct snapccl_transport* t = f->comm->transport;
+  const char* why = snapccl_transport_unusable_reason(f->comm);
   snprintf(buf, len, "snapccl's all-reduce cannot run it: %s",
-           !t ? "the communicator has no transport"
-              : !t->usable ? t->reason : "no all-reduce algorithm takes it (see SNAPCCL_ALGO)");
+           why ? why : "no all-reduce algorithm takes it (see SNAPCCL_ALGO)");
   return buf;
 }
 

@@ -4,24 +4,22 @@
 
 #include "comm.h"
 #include "error.h"
-#include "transport/transport_impl.h"
+#include "transport/transport.h"
 
 const char* snapccl_transport_unusable(const struct snapccl_coll* coll) {
-  const struct snapccl_transport* t = coll->comm->transport;
-  if (!t) return "the communicator has no transport";
-  return t->usable ? NULL : t->reason;
+  return snapccl_transport_unusable_reason(coll->comm);
 }
 
 int snapccl_coll_max_blocks(const struct snapccl_coll* coll) {
-  return coll->comm->transport->max_blocks;
+  return snapccl_transport_max_blocks(coll->comm);
 }
 
 int snapccl_coll_whole_sms(const struct snapccl_coll* coll) {
-  return coll->comm->transport->whole_sms;
+  return snapccl_transport_whole_sms(coll->comm);
 }
 
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll) {
-  return &coll->comm->transport->lay;
+  return snapccl_transport_layout(coll->comm);
 }
 
 const char* snapccl_oneshot_unfit(const struct snapccl_coll* coll) {
@@ -75,41 +73,24 @@ double snapccl_staged_rounds(const struct snapccl_coll* coll, unsigned long long
   return (double)((slice_elems + per - 1) / per);
 }
 
-/* Calls on one communicator must run one after another (the device epoch and the
- * staging slots assume it). On one stream that is free; when the application switches
- * streams, the new stream waits for the event recorded after our previous launch.
- * During capture the graph's own edges order the captured work, and events recorded
- * outside a capture cannot be waited on inside it, so nothing is added there. */
-static ncclResult_t launch_ordered(struct snapccl_transport* t, const struct snapccl_kargs* k,
-                                   snapccl_launcher_fn fn, int blocks, cudaStream_t s) {
-  enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
-  int capturing = cap != cudaStreamCaptureStatusNone;
-  pthread_mutex_lock(&t->lock);
-  if (!capturing && t->have_last_stream && t->last_stream != s) {
-    cudaError_t e = cudaStreamWaitEvent(s, t->order_event, 0);
-    if (e != cudaSuccess) {
-      pthread_mutex_unlock(&t->lock);
-      SNAP_FAIL(ncclUnhandledCudaError, "cudaStreamWaitEvent failed: %s", cudaGetErrorString(e));
-    }
-  }
-  cudaError_t e = fn(k, blocks, s);
-  if (e == cudaSuccess && !capturing) {
-    e = cudaEventRecord(t->order_event, s);
-    t->last_stream = s;
-    t->have_last_stream = 1;
-  }
-  pthread_mutex_unlock(&t->lock);
-  if (e != cudaSuccess)
-    SNAP_FAIL(ncclUnhandledCudaError, "kernel launch failed: %s", cudaGetErrorString(e));
-  return ncclSuccess;
+/* One launch, as the transport's call order runs it (transport/order.c). */
+struct launch {
+  const struct snapccl_kargs* k;
+  snapccl_launcher_ex_fn fn;
+  const void* extra;
+  int blocks;
+  cudaStream_t stream;
+};
+
+static cudaError_t enqueue(void* p) {
+  const struct launch* l = p;
+  return l->fn(l->k, l->extra, l->blocks, l->stream);
 }
 
-ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launcher_fn fn,
-                                 const struct snapccl_geom* g) {
+ncclResult_t snapccl_launch_coll_ex(const struct snapccl_coll* coll, snapccl_launcher_ex_fn fn,
+                                    const void* extra, const struct snapccl_geom* g) {
   struct snapccl_comm* comm = coll->comm;
-  struct snapccl_transport* t = comm->transport;
-  struct snapccl_kargs k = t->kargs;
+  struct snapccl_kargs k = *snapccl_transport_kargs(comm);
   k.send = coll->sendbuff;
   k.recv = coll->recvbuff;
   k.count = g->count;
@@ -121,10 +102,21 @@ ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launch
   k.mode = g->mode;
   k.chunk_elems = g->chunk_elems;
 
+  struct launch l = {&k, fn, extra, g->blocks, coll->stream};
   int dev = -1;
   CUDA_CHECK(cudaGetDevice(&dev));
   if (dev != comm->cuda_dev) CUDA_CHECK(cudaSetDevice(comm->cuda_dev));
-  ncclResult_t res = launch_ordered(t, &k, fn, g->blocks, coll->stream);
+  ncclResult_t res = snapccl_transport_ordered(comm, coll->stream, enqueue, &l);
   if (dev != comm->cuda_dev) cudaSetDevice(dev);
   return res;
+}
+
+/* A launcher of the common shape, carried as the extra argument. */
+static cudaError_t plain(const struct snapccl_kargs* k, const void* fn, int blocks, cudaStream_t s) {
+  return (*(const snapccl_launcher_fn*)fn)(k, blocks, s);
+}
+
+ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launcher_fn fn,
+                                 const struct snapccl_geom* g) {
+  return snapccl_launch_coll_ex(coll, plain, &fn, g);
 }

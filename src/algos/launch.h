@@ -1,5 +1,5 @@
-/* The launch path every algorithm shares: complete the kernel arguments, keep calls of
- * one communicator in order across streams, launch on the communicator's GPU. */
+/* The launch path every algorithm shares: complete the kernel arguments, launch on the
+ * communicator's GPU in the communicator's call order (transport/order.c). */
 #ifndef SNAPCCL_ALGO_LAUNCH_H
 #define SNAPCCL_ALGO_LAUNCH_H
 
@@ -17,12 +17,18 @@ struct snapccl_geom {
 
 ncclResult_t snapccl_launch_coll(const struct snapccl_coll* coll, snapccl_launcher_fn fn,
                                  const struct snapccl_geom* g);
+/* The same for a kernel that takes more than the common arguments: `extra` is passed
+ * through to fn untouched (the multimem and fused kernels' own arguments). */
+typedef cudaError_t (*snapccl_launcher_ex_fn)(const struct snapccl_kargs* a, const void* extra,
+                                              int blocks, cudaStream_t s);
+ncclResult_t snapccl_launch_coll_ex(const struct snapccl_coll* coll, snapccl_launcher_ex_fn fn,
+                                    const void* extra, const struct snapccl_geom* g);
 
 /* NULL if the communicator's transport can run collectives, else why not. */
 const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
 /* Agreed block cap and layout of the call's communicator. */
 int snapccl_coll_max_blocks(const struct snapccl_coll* coll);
-/* Agreed count of blocks that may each fill a whole SM (see transport_impl.h). */
+/* Agreed count of blocks that may each fill a whole SM (see transport.h). */
 int snapccl_coll_whole_sms(const struct snapccl_coll* coll);
 const struct snapccl_ws_layout* snapccl_coll_layout(const struct snapccl_coll* coll);
 /* Why the call's data does not fit the one-shot buffer, or NULL when it does. */

@@ -1,29 +1,17 @@
-/* Shared by the NVLink multicast algorithms: see nvls_common.h. */
+/* Shared by the NVLink multicast algorithms: see nvls_common.h. The multicast launch has
+ * never run on multicast hardware; the twins' launch ran on an H100 (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/nvls_common.h"
 
-#include <string.h>
-
 #include "comm.h"
-#include "env.h"
 #include "transport/multicast.h"
 
-/* Does SNAPCCL_ALGO name <collective>:<name>? (select.c parses the same syntax.) */
-/* Whether SNAPCCL_ALGO names exactly this algorithm for the collective. */
-static int forced(enum snapccl_coll_kind kind, const char* name) {
-  char want[64];
-  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), want, sizeof want) &&
-         !strcmp(want, name);
-}
-
-const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast, const char* name) {
+const char* snapccl_nvls_unusable(const struct snapccl_coll* c, int multicast) {
   const char* why = snapccl_transport_unusable(c);
   if (why) return why;
   const struct snapccl_nvls* s = c->comm->nvls;
   if (!s) return "the communicator has no multicast state";
   if (multicast) return s->open ? NULL : s->reason;
-  if (!forced(c->kind, name))
-    return "the unicast twins of the multicast algorithms run only when SNAPCCL_ALGO names them";
   if (!s->kernels_ok) return "the multimem kernels are not available for this GPU";
   return NULL;
 }
@@ -36,19 +24,18 @@ const char* snapccl_nvls_reduction_unsupported(const struct snapccl_coll* c) {
   return NULL;
 }
 
-/* snapccl_launch_coll takes a launcher of the common shape; the multimem arguments ride
- * along in this thread-local for the duration of that synchronous call. */
-static _Thread_local struct snapccl_mm_args tls_args;
-
-static cudaError_t launch_multimem(const struct snapccl_kargs* k, int blocks, cudaStream_t s) {
-  return snapccl_launch_multimem(k, &tls_args, blocks, s);
+static cudaError_t launch_multimem(const struct snapccl_kargs* k, const void* mm, int blocks,
+                                   cudaStream_t s) {
+  return snapccl_launch_multimem(k, mm, blocks, s);
 }
 
 ncclResult_t snapccl_nvls_launch(const struct snapccl_coll* c, int kind, int multicast,
                                  const struct snapccl_geom* g) {
   const struct snapccl_nvls* s = c->comm->nvls;
-  tls_args.kind = kind;
-  tls_args.mc = multicast ? (char*)(uintptr_t)s->mc_va : NULL;
-  tls_args.uc = multicast ? (char*)(uintptr_t)s->uc_va : NULL;
-  return snapccl_launch_coll(c, launch_multimem, g);
+  const struct snapccl_mm_args mm = {
+      .mc = multicast ? (char*)(uintptr_t)s->mc_va : NULL,
+      .uc = multicast ? (char*)(uintptr_t)s->uc_va : NULL,
+      .kind = kind,
+  };
+  return snapccl_launch_coll_ex(c, launch_multimem, &mm, g);
 }

@@ -1,5 +1,6 @@
-/* What the NVLink multicast algorithms (nvls_*.c) share: their gate checks, the
- * "forced only" rule of the unicast twins, and the launch through the multimem kernels. */
+/* What the NVLink multicast algorithms (*_nvls.c) share: their gate checks and the
+ * launch through the multimem kernels. The multicast path has never run on multicast
+ * hardware, only the unicast twins and the stubbed-driver tests did (docs/NVLS.md). */
 #ifndef SNAPCCL_ALGOS_NVLS_COMMON_H
 #define SNAPCCL_ALGOS_NVLS_COMMON_H
 
@@ -9,9 +10,9 @@
 
 /* NULL if the variant can run on this communicator at all, else why not. The multicast
  * variant needs the gate open and the buffer set up on every rank (transport/multicast.c);
- * the twin (multicast = 0) runs only when SNAPCCL_ALGO names it (`name`), so the default
- * choice of algorithms never changes. */
-const char* snapccl_nvls_unusable(const struct snapccl_coll* coll, int multicast, const char* name);
+ * the twin (multicast = 0) needs the multimem kernels loaded. (The twins are marked
+ * only_when_named, so the default choice of algorithms never changes.) */
+const char* snapccl_nvls_unusable(const struct snapccl_coll* coll, int multicast);
 /* NULL if the reduction is one the multicast hardware does: float32, float16 or
  * bfloat16, summed (sum, PreMulSum, floating average). */
 const char* snapccl_nvls_reduction_unsupported(const struct snapccl_coll* coll);

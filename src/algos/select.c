@@ -1,25 +1,24 @@
-/* The algorithm table and the selector. */
+/* The collectives' algorithm table and their selection (the rule is pick.h's). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "algos/algo.h"
+#include "algos/pick.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
 #include "log.h"
-#include "transport/transport_impl.h"
 
 static const struct snapccl_algo* const table[] = {
     &snapccl_allreduce_lamport,   &snapccl_allreduce_oneshot, &snapccl_allreduce_twoshot,
     &snapccl_allgather_direct,    &snapccl_reducescatter_direct, &snapccl_allreduce_copy,
     &snapccl_allgather_copy,      &snapccl_reducescatter_copy,
     &snapccl_allreduce_lowprec,
-    /* @lowprec-algos@ */
     &snapccl_allreduce_nvls_lamport, &snapccl_allreduce_nvls_oneshot, &snapccl_allreduce_nvls_twoshot,
     &snapccl_allgather_nvls,         &snapccl_reducescatter_nvls,
     &snapccl_allreduce_nvls_lamport_twin, &snapccl_allreduce_nvls_oneshot_twin,
     &snapccl_allreduce_nvls_twoshot_twin, &snapccl_allgather_nvls_twin, &snapccl_reducescatter_nvls_twin,
-    /* @nvls-algos@ */
 };
 #define NALGOS ((int)(sizeof table / sizeof table[0]))
 
@@ -44,112 +43,71 @@ int snapccl_algo_forced(const char* spec, const char* key, char* name, size_t le
   return 0;
 }
 
-/* SNAPCCL_ALGO's name for this collective, if any. */
-static int forced_name(enum snapccl_coll_kind kind, char* name, size_t len) {
-  return snapccl_algo_forced(snapccl_env()->algo, snapccl_coll_name(kind), name, len);
+const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snapccl_coll* c) {
+  const char* why = a->opt_in ? a->opt_in(c) : NULL;
+  return why ? why : a->can_run(c);
 }
 
 static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
-  struct snapccl_transport* t = c->comm->transport;
   unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
-  int cls = 0;
-  while (cls < 63 && (1ull << (cls + 1)) <= bytes) cls++;
-  uint64_t bit = 1ull << cls;
+  uint64_t bit = 1ull << snapccl_size_class(bytes);
   /* Once per collective and power-of-two size class, per communicator. */
-  if (__atomic_fetch_or(&t->logged[c->kind], bit, __ATOMIC_RELAXED) & bit) return;
+  if (atomic_fetch_or_explicit(&c->comm->algo_logged[c->kind], bit, memory_order_relaxed) & bit) return;
   INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s%s (estimate %.1f us)", c->comm->rank,
        snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), a->name,
        forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));
 }
 
-/* The choice, or the reason there is none (a static string or `buf`). */
-static const struct snapccl_algo* choose(const struct snapccl_coll* c, int* forced,
-                                         const char** why, char* buf, size_t len) {
+/* The table as pick.h's rule sees it: the entries of the call's collective. */
+static int entry(const struct snapccl_menu* m, int i, const char** name, unsigned* flags) {
+  const struct snapccl_coll* c = m->call;
+  if (table[i]->kind != c->kind) return 0;
+  *name = table[i]->name;
+  *flags = (table[i]->only_when_named ? PICK_NAMED_ONLY : 0u) | (table[i]->opt_in ? PICK_OPT_IN : 0u);
+  return 1;
+}
+static const char* can_run(const struct snapccl_menu* m, int i, char* buf, size_t len) {
+  (void)buf, (void)len;
+  return snapccl_algo_why_not(table[i], m->call);
+}
+static double cost_us(const struct snapccl_menu* m, int i) { return table[i]->cost_us(m->call); }
+
+/* The choice, or NULL and the reason there is none in p->why. */
+static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct snapccl_pick* p) {
+  const struct snapccl_menu menu = {
+      .key = snapccl_coll_name(c->kind), .noun = snapccl_coll_name(c->kind), .kind = "an algorithm",
+      .none = "no algorithm for this collective", .count = NALGOS, .call = c,
+      .entry = entry, .can_run = can_run, .cost_us = cost_us};
   char want[64];
-  *forced = forced_name(c->kind, want, sizeof want);
-  if (*forced) {
-    if (!strcmp(want, "nccl")) {
-      *why = "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL";
-      return NULL;
-    }
-    for (int i = 0; i < NALGOS; i++) {
-      if (table[i]->kind != c->kind || strcmp(table[i]->name, want) != 0) continue;
-      const char* r = table[i]->can_run(c);
-      if (r) {
-        snprintf(buf, len, "SNAPCCL_ALGO forces %s:%s, which cannot run this call: %s",
-                 snapccl_coll_name(c->kind), want, r);
-        *why = buf;
-        return NULL;
-      }
-      return table[i];
-    }
-    snprintf(buf, len, "SNAPCCL_ALGO names %s:%s, which is not an algorithm of snapccl",
-             snapccl_coll_name(c->kind), want);
-    *why = buf;
+  const int forced = snapccl_algo_forced(snapccl_env()->algo, menu.key, want, sizeof want);
+  if (forced && !strcmp(want, "nccl")) {
+    p->index = -1;
+    p->forced = 1;
+    snprintf(p->why, sizeof p->why, "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL");
     return NULL;
   }
-  const struct snapccl_algo* best = NULL;
-  double best_cost = 0;
-  *why = "no algorithm for this collective";
-  for (int i = 0; i < NALGOS; i++) {
-    if (table[i]->kind != c->kind) continue;
-    const char* r = table[i]->can_run(c);
-    if (r) {
-      *why = r;
-      continue;
-    }
-    double cost = table[i]->cost_us(c);
-    if (!best || cost < best_cost) {
-      best = table[i];
-      best_cost = cost;
-    }
-  }
-  if (!best) {
-    snprintf(buf, len, "snapccl cannot run this %s: %s", snapccl_coll_name(c->kind), *why);
-    *why = buf;
-  }
-  return best;
+  snapccl_pick(&menu, forced ? want : NULL, p);
+  return p->index >= 0 ? table[p->index] : NULL;
 }
 
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
-  char buf[320];
-  const char* why;
-  int forced;
-  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
-  if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", why);
+  struct snapccl_pick p;
+  const struct snapccl_algo* a = choose(c, &p);
+  if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", p.why);
   *out = a;
-  log_choice(c, a, forced);
+  log_choice(c, a, p.forced);
   return ncclSuccess;
 }
 
 ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snapccl_algo** out) {
-  char buf[320];
-  const char* why;
-  int forced;
-  const struct snapccl_algo* a = choose(c, &forced, &why, buf, sizeof buf);
+  struct snapccl_pick p;
+  const struct snapccl_algo* a = choose(c, &p);
   if (!a) {
-    TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, why);
+    TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, p.why);
     return ncclInvalidUsage;
   }
   *out = a;
-  log_choice(c, a, forced);
+  log_choice(c, a, p.forced);
   return ncclSuccess;
-}
-
-ncclResult_t snapccl_coll_check(struct snapccl_coll* coll) {
-  if (coll->algo) return ncclSuccess;
-  return snapccl_algo_select(coll, &coll->algo);
-}
-
-ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a = coll->algo;
-  if (!a) SNAP_CHECK(snapccl_algo_select(coll, &a));
-  return a->launch(coll);
-}
-
-double snapccl_coll_estimate_us(const struct snapccl_coll* coll) {
-  const struct snapccl_algo* a;
-  if (snapccl_algo_select(coll, &a) != ncclSuccess) return 0.0;
-  return a->cost_us(coll);
 }

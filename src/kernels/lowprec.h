@@ -1,7 +1,7 @@
 /* The low-precision all-reduce as C sees it (docs/LOWPREC.md): formats, the staging
- * chunk layout host and kernel agree on, the kernel's entry points, the CPU reference
- * (the same arithmetic as the kernels, from kernels/lowprec_math.cuh) and the
- * setting resolution of algos/allreduce_lowprec.c. Plain C, included by both sides. */
+ * chunk layout host and kernel agree on, the kernel's entry points and the CPU reference
+ * (the same arithmetic as the kernels, from kernels/lowprec_math.cuh). Plain C, included
+ * by both sides; the host's setting and grid are algos/allreduce_lowprec.h's. */
 #ifndef SNAPCCL_KERNELS_LOWPREC_H
 #define SNAPCCL_KERNELS_LOWPREC_H
 
@@ -108,26 +108,6 @@ unsigned char snapccl_lp_e4m3_encode_nv(float y);
 /* The dtype conversions of the algorithm (round to nearest even; one NaN pattern). */
 float snapccl_lp_load(int dtype, const void* elem);
 void snapccl_lp_store(int dtype, float v, void* elem);
-
-/* ---- settings (algos/allreduce_lowprec.c) ---- */
-struct snapccl_comm;
-struct snapccl_lowprec_setting {
-  int format;                  /* SNAPCCL_LP_*; OFF when disabled */
-  int group;                   /* elements per scale, valid */
-  unsigned long long min_bytes; /* smaller messages stay in full precision */
-  int from_comm;               /* set by snapcclCommSetLowPrecision, not the environment */
-};
-/* "off", "fp8", "int8", "int4" (any case; also "none", "0" for off); -1 otherwise. */
-int snapccl_lowprec_parse_format(const char* s);
-/* 1 if group is a multiple of 32 from 32 to 1024. */
-int snapccl_lowprec_group_ok(int group);
-/* The setting a call on comm uses: the communicator's if set, else the environment's. */
-void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out);
-/* The grid and chunk of a call (algos/allreduce_lowprec.c; exposed for the unit tests). */
-struct snapccl_coll;
-struct snapccl_geom;
-void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl_lowprec_setting* s,
-                              struct snapccl_geom* g);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 /* NVLink multicast: setup and teardown of the multicast object and its mappings, through
  * the driver table (multicast_driver.c) once the gate (multicast_policy.c) is open. The
- * design and the reasons are in docs/NVLS.md; the safety rule is in multicast.h. */
+ * design and the reasons are in docs/NVLS.md; the safety rule is in multicast.h.
+ * Never run on multicast hardware: this code has only ever met the stub driver of
+ * tests/unit/test_nvls_gate.c; on real GPUs the gate has always stayed closed. */
 #include "transport/multicast.h"
 
 #include <cuda_runtime.h>
@@ -424,7 +426,7 @@ ncclResult_t snapccl_nvls_setup_core(struct snapccl_comm* comm, const struct sna
   s->open = 0;
   s->cuda_dev = comm->cuda_dev;
   const struct snapccl_env* env = snapccl_env();
-  const char* nccl = getenv("NCCL_NVLS_ENABLE");
+  const char* nccl = env->nccl_nvls_enable;
   char why[156] = "";
   struct snapccl_mc_gate_in in = {env->nvls, nccl, -1, 0};
   const struct snapccl_mc_driver* d = NULL;

@@ -9,7 +9,8 @@
  *
  * Safety: nothing here makes a single multicast call unless SNAPCCL_NVLS=1 was set
  * explicitly, NCCL_NVLS_ENABLE is not 0, the device reports multicast support and every
- * rank agrees. The GPU hosts this project is tested on forbid multicast. */
+ * rank agrees. The GPU hosts this project is tested on forbid multicast, so none of this
+ * has run on multicast hardware: only against the stub driver of the unit tests. */
 #ifndef SNAPCCL_MULTICAST_H
 #define SNAPCCL_MULTICAST_H
 

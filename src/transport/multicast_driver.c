@@ -1,5 +1,7 @@
 /* NVLink multicast: the driver and NVML function tables every multicast-path call goes
- * through (loaded on first use, or replaced by tests with stubs). docs/NVLS.md. */
+ * through (loaded on first use, or replaced by tests with stubs). docs/NVLS.md.
+ * Never run on multicast hardware: this code has only ever met the stub driver of
+ * tests/unit/test_nvls_gate.c; on real GPUs the gate has always stayed closed. */
 #include "transport/multicast_driver.h"
 
 #include <cuda_runtime.h>
@@ -8,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "error.h"
 #include "kernels/launch.h"
 
 static const struct snapccl_mc_driver* g_driver_override;
@@ -33,15 +36,12 @@ void snapccl_mc_set_nvml(const struct snapccl_nvml* table) {
 
 static int default_init_replica(CUdeviceptr uc, size_t size, const struct snapccl_ws_layout* lay) {
   cudaStream_t s;
-  if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return -1;
-  }
+  if (CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)) != cudaSuccess) return -1;
   char* p = (char*)(uintptr_t)uc;
-  int ok = cudaMemsetAsync(p, 0, size, s) == cudaSuccess &&
-           snapccl_launch_ws_init(p, lay, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
-  cudaStreamDestroy(s);
-  if (!ok) (void)cudaGetLastError();
+  int ok = CUDA_TRY(cudaMemsetAsync(p, 0, size, s)) == cudaSuccess &&
+           CUDA_TRY(snapccl_launch_ws_init(p, lay, s)) == cudaSuccess &&
+           CUDA_TRY(cudaStreamSynchronize(s)) == cudaSuccess;
+  (void)CUDA_TRY(cudaStreamDestroy(s));
   return ok ? 0 : -1;
 }
 
@@ -52,9 +52,9 @@ static int default_init_replica(CUdeviceptr uc, size_t size, const struct snapcc
 static int load_symbol(const char* name, void* slot) {
   void* fn = NULL;
   enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  cudaError_t e = cudaGetDriverEntryPointByVersion(name, &fn, SNAPCCL_MC_DRIVER_ABI, cudaEnableDefault, &q);
+  cudaError_t e =
+      CUDA_TRY(cudaGetDriverEntryPointByVersion(name, &fn, SNAPCCL_MC_DRIVER_ABI, cudaEnableDefault, &q));
   if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
-    (void)cudaGetLastError();
     snprintf(g_driver_error, sizeof g_driver_error, "the driver has no %s (%s)", name,
              e != cudaSuccess ? cudaGetErrorString(e) : "symbol not found");
     return 0;

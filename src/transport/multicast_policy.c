@@ -1,6 +1,7 @@
 /* NVLink multicast policy, pure decisions without any driver: the gate (may multicast
  * objects be made at all?) and the choice of handle transport between the ranks.
- * docs/NVLS.md; the safety rule is in multicast.h. */
+ * docs/NVLS.md; the safety rule is in multicast.h. Tested on the CPU only (every input
+ * combination, test_nvls_gate.c); on real GPUs it has only ever said no. */
 #include "transport/multicast.h"
 
 #include <errno.h>

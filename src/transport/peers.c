@@ -27,12 +27,8 @@ static int p2p_possible(const struct snapccl_comm* comm, int r, char* reason, si
   const struct snapccl_peer_info* p = &comm->peers[r];
   if (!memcmp(me->gpu_uuid, p->gpu_uuid, sizeof me->gpu_uuid)) return 1; /* same GPU */
   int dev = -1, can = 0;
-  if (cudaDeviceGetByPCIBusId(&dev, p->bus_id) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 1;
-  }
-  if (cudaDeviceCanAccessPeer(&can, comm->cuda_dev, dev) != cudaSuccess || !can) {
-    (void)cudaGetLastError();
+  if (CUDA_TRY(cudaDeviceGetByPCIBusId(&dev, p->bus_id)) != cudaSuccess) return 1;
+  if (CUDA_TRY(cudaDeviceCanAccessPeer(&can, comm->cuda_dev, dev)) != cudaSuccess || !can) {
     snprintf(reason, len, "no P2P access from GPU %s to GPU %s (rank %d)", me->bus_id, p->bus_id, r);
     return 0;
   }
@@ -46,11 +42,8 @@ static int map_one(struct snapccl_comm* comm, struct snapccl_transport* t, int r
   if (p->proc_hash == me->proc_hash) {
     t->ws[r] = (char*)(uintptr_t)x->ptr;
     if (memcmp(me->gpu_uuid, p->gpu_uuid, sizeof me->gpu_uuid) != 0) {
-      cudaError_t e = cudaDeviceEnablePeerAccess(p->cuda_dev, 0);
-      if (e == cudaErrorPeerAccessAlreadyEnabled) {
-        (void)cudaGetLastError();
-      } else if (e != cudaSuccess) {
-        (void)cudaGetLastError();
+      cudaError_t e = CUDA_TRY(cudaDeviceEnablePeerAccess(p->cuda_dev, 0));
+      if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) {
         snprintf(reason, len, "cudaDeviceEnablePeerAccess(%d) failed: %s", p->cuda_dev,
                  cudaGetErrorString(e));
         return 0;
@@ -63,9 +56,8 @@ static int map_one(struct snapccl_comm* comm, struct snapccl_transport* t, int r
     return 0;
   }
   void* ptr = NULL;
-  cudaError_t e = cudaIpcOpenMemHandle(&ptr, x->ipc, cudaIpcMemLazyEnablePeerAccess);
+  cudaError_t e = CUDA_TRY(cudaIpcOpenMemHandle(&ptr, x->ipc, cudaIpcMemLazyEnablePeerAccess));
   if (e != cudaSuccess) {
-    (void)cudaGetLastError();
     snprintf(reason, len, "cudaIpcOpenMemHandle of rank %d failed: %s", r, cudaGetErrorString(e));
     return 0;
   }
@@ -82,10 +74,9 @@ ncclResult_t snapccl_peers_map(struct snapccl_comm* comm, struct snapccl_transpo
   mine->ptr = (unsigned long long)(uintptr_t)t->ws_local;
   int need_ipc = comm->ranks_in_proc < n && t->ws_local;
   if (need_ipc) {
-    cudaError_t e = cudaIpcGetMemHandle(&mine->ipc, t->ws_local);
+    cudaError_t e = CUDA_TRY(cudaIpcGetMemHandle(&mine->ipc, t->ws_local));
     mine->have_ipc = e == cudaSuccess;
     if (e != cudaSuccess) {
-      (void)cudaGetLastError();
       INFO(SUB_TRANSPORT, "cudaIpcGetMemHandle failed: %s", cudaGetErrorString(e));
     }
   }
@@ -166,7 +157,7 @@ done:
 
 void snapccl_peers_unmap(struct snapccl_comm* comm, struct snapccl_transport* t) {
   for (int r = 0; r < comm->nranks && r < SNAPCCL_MAX_RANKS; r++) {
-    if (t->ipc_opened[r]) cudaIpcCloseMemHandle(t->ws[r]);
+    if (t->ipc_opened[r]) (void)CUDA_TRY(cudaIpcCloseMemHandle(t->ws[r]));
     t->ipc_opened[r] = 0;
     t->ws[r] = NULL;
   }

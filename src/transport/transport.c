@@ -123,7 +123,6 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
   SNAP_CHECK(snapccl_peers_map(comm, t));
   SNAP_CHECK(snapccl_peers_probe(comm, t));
   SNAP_CHECK(snapccl_nvls_setup(comm)); /* transport/multicast.c: gate, then multicast buffer */
-  /* @nvls-setup@ */
   snapccl_topology_log(comm);
 
   struct snapccl_kargs* k = &t->kargs;
@@ -142,6 +141,26 @@ ncclResult_t snapccl_transport_setup(struct snapccl_comm* comm) {
        comm->rank, t->usable ? "P2P ready" : t->reason, (double)t->lay.total / (1 << 20),
        t->lay.chunk_bytes, t->lay.oneshot_bytes, t->max_blocks, t->whole_sms, (long long)sz.timeout_ms);
   return ncclSuccess;
+}
+
+const char* snapccl_transport_unusable_reason(const struct snapccl_comm* comm) {
+  const struct snapccl_transport* t = comm->transport;
+  if (!t) return "the communicator has no transport";
+  return t->usable ? NULL : t->reason;
+}
+
+int snapccl_transport_max_blocks(const struct snapccl_comm* comm) {
+  return comm->transport ? comm->transport->max_blocks : 0;
+}
+
+int snapccl_transport_whole_sms(const struct snapccl_comm* comm) { return comm->transport->whole_sms; }
+
+const struct snapccl_ws_layout* snapccl_transport_layout(const struct snapccl_comm* comm) {
+  return &comm->transport->lay;
+}
+
+const struct snapccl_kargs* snapccl_transport_kargs(const struct snapccl_comm* comm) {
+  return &comm->transport->kargs;
 }
 
 static const char* where_name(int where) {
@@ -180,9 +199,9 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   struct snapccl_transport* t = comm->transport;
   if (!t || !t->have_last_stream) return 0;
   int dev = -1;
-  cudaGetDevice(&dev);
-  cudaSetDevice(comm->cuda_dev);
-  /* launch.c records order_event after every launch outside a capture, on the stream
+  (void)CUDA_TRY(cudaGetDevice(&dev));
+  (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
+  /* order.c records order_event after every launch outside a capture, on the stream
    * of that launch, and every later launch on another stream waits for it first: the
    * event covers all of our work. It is only queried here, never recorded again: the
    * application may already have destroyed the stream of the last call (NCCL allows
@@ -192,7 +211,7 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
-    cudaError_t q = cudaEventQuery(t->order_event);
+    cudaError_t q = CUDA_TRY(cudaEventQuery(t->order_event));
     if (q != cudaErrorNotReady) break;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > timeout_s) {
@@ -202,24 +221,23 @@ int snapccl_transport_quiesce(struct snapccl_comm* comm, double timeout_s) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
-  (void)cudaGetLastError();
-  if (dev >= 0) cudaSetDevice(dev);
+  if (dev >= 0) (void)CUDA_TRY(cudaSetDevice(dev));
   return busy;
 }
 
 void snapccl_transport_free(struct snapccl_comm* comm) {
   struct snapccl_transport* t = comm->transport;
   if (!t) return;
+  /* Teardown goes on past failures: each call's error is cleared, none is reported. */
   int dev = -1;
-  cudaGetDevice(&dev);
-  if (comm->cuda_dev >= 0) cudaSetDevice(comm->cuda_dev);
+  (void)CUDA_TRY(cudaGetDevice(&dev));
+  if (comm->cuda_dev >= 0) (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
   snapccl_peers_unmap(comm, t);
   snapccl_nvls_free(comm);
-  if (t->ws_local) cudaFree(t->ws_local);
-  if (t->status_host) cudaFreeHost(t->status_host);
-  if (t->order_event) cudaEventDestroy(t->order_event);
-  (void)cudaGetLastError();
-  if (dev >= 0) cudaSetDevice(dev);
+  if (t->ws_local) (void)CUDA_TRY(cudaFree(t->ws_local));
+  if (t->status_host) (void)CUDA_TRY(cudaFreeHost(t->status_host));
+  if (t->order_event) (void)CUDA_TRY(cudaEventDestroy(t->order_event));
+  if (dev >= 0) (void)CUDA_TRY(cudaSetDevice(dev));
   pthread_mutex_destroy(&t->lock);
   free(t);
   comm->transport = NULL;

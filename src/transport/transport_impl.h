@@ -23,12 +23,11 @@ struct snapccl_transport {
   struct snapccl_status* status_dev;
   struct snapccl_kargs kargs; /* filled at setup; each launch copies and completes it */
   /* Cross-stream ordering: calls on one communicator run one after another even when
-   * the application switches streams (see algos/launch.c). */
+   * the application switches streams (see transport/order.c). */
   cudaStream_t last_stream;
   int have_last_stream;
   cudaEvent_t order_event;
   pthread_mutex_t lock;
-  uint64_t logged[4]; /* per collective: size classes whose choice was logged */
 };
 
 /* workspace.c */

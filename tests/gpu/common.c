@@ -16,6 +16,7 @@
 #include "../fnv.h"
 #include "common_check.h"
 #include "env.h"
+#include "error.h"
 #include "kernels/kargs.h"
 #include "snapccl.h"
 
@@ -66,10 +67,7 @@ static void prefix(char* err, const char* pre) {
 
 int t_gpu_count(void) {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
+  if (CUDA_TRY(cudaGetDeviceCount(&n)) != cudaSuccess) return 0;
   return n;
 }
 

@@ -40,7 +40,7 @@ static void twin_env(void) {
   t_env_set("NCCL_NVLS_ENABLE", "0");
 }
 
-/* Does the forced NVLS algorithm take this call? (nvls_*.c, restated.) */
+/* Does the forced NVLS algorithm take this call? (src/algos/allreduce_nvls.c and its siblings, restated.) */
 static int accepts(const struct t_case* c) {
   if (c->count == 0) return 1;
   if (strncmp(c->algo, "nvls", 4) != 0) return t_algo_accepts(c, 2);

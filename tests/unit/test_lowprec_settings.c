@@ -16,6 +16,7 @@
 #include "comm.h"
 #include "env.h"
 #include "error.h"
+#include "algos/allreduce_lowprec.h"
 #include "kernels/lowprec.h"
 #include "nccl.h"
 #include "registry.h"
@@ -80,7 +81,7 @@ static const char* reason(struct snapccl_comm* c, size_t count, ncclDataType_t d
   static char dummy[16];
   struct snapccl_coll coll;
   cr_assert(snapccl_coll_prepare_quiet(COLL_ALLREDUCE, dummy, dummy, count, dt, op, c, NULL, &coll));
-  return lowprec_algo()->can_run(&coll);
+  return snapccl_algo_why_not(lowprec_algo(), &coll);
 }
 
 TestSuite(lowprec_settings, .init = setup);

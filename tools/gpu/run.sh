@@ -225,9 +225,10 @@ phase_mg_features() {
     step "gpu_$t" 240 -- build/tests/gpu/gpu_test_$t --jobs 1 --verbose
   done
   step "lowprec_perf_g$n" 60 $E -- $P/lowprec_accuracy --perf -b 1M -e 1G -f 2 -g "$n"
-  # Issue 13's goal, bf16 >= 32 MB against NVIDIA's NCCL on the same GPUs: low precision
+  # The low-precision goal, 1.5x NCCL for bf16 >= 32 MB on the same GPUs: low precision
   # with the default staging and with 256 MiB (fewer rounds: up to ~12% faster at 256 MiB
-  # on one H100, docs/LOWPREC.md), and NCCL's own all-reduce (nccl-tests, -c 0: timing only).
+  # on one H100, perf/RESULTS.md section 4), and NCCL's own all-reduce (nccl-tests, -c 0:
+  # timing only).
   # One rank per GPU: the low-precision kernel runs its wide blocks here.
   step "lowprec_perf_bf16_g$n" 90 $E -- $P/lowprec_accuracy --perf -d bfloat16 -b 1M -e 1G -f 2 -g "$n"
   step "lowprec_perf_bf16_buf256M_g$n" 90 $E SNAPCCL_BUFFSIZE=268435456 -- \

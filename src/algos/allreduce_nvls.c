@@ -5,7 +5,10 @@
  *   nvls_oneshot  copy in, one barrier, every rank reduces the whole buffer (ld_reduce);
  *   nvls_twoshot  copy in, barrier, each rank reduces its slice and multicasts the result,
  *                 barrier; pipelined in rounds, any size.
- * The multicast variants run only where the gate opened (transport/multicast.c). */
+ * The multicast variants run only where the gate opened (transport/multicast.c).
+ * Never run on multicast hardware: no multicast object has been created and the multicast
+ * variants have never executed; only the unicast twins ran (on an H100, ranks sharing it)
+ * and the gate and setup were tested against a stubbed driver (docs/NVLS.md). */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/nvls_common.h"
@@ -17,8 +20,8 @@ static double bytes_of(const struct snapccl_coll* c) {
   return (double)c->count * (double)snapccl_dtype_size(c->dtype);
 }
 
-static const char* check(const struct snapccl_coll* c, int multicast, const char* name, int small) {
-  const char* why = snapccl_nvls_unusable(c, multicast, name);
+static const char* check(const struct snapccl_coll* c, int multicast, int small) {
+  const char* why = snapccl_nvls_unusable(c, multicast);
   if (!why) why = snapccl_nvls_reduction_unsupported(c);
   if (!why && small) why = snapccl_oneshot_unfit(c);
   return why;
@@ -30,8 +33,8 @@ static double sync_us(const struct snapccl_coll* c) {
 
 /* ---- Lamport ---- */
 
-static const char* can_lamport(const struct snapccl_coll* c) { return check(c, 1, "nvls_lamport", 1); }
-static const char* can_lamport_twin(const struct snapccl_coll* c) { return check(c, 0, "nvls_lamport_twin", 1); }
+static const char* can_lamport(const struct snapccl_coll* c) { return check(c, 1, 1); }
+static const char* can_lamport_twin(const struct snapccl_coll* c) { return check(c, 0, 1); }
 
 /* One multicast store leaves each GPU once; every rank then reads and resets N slots. */
 static double cost_lamport(const struct snapccl_coll* c) {
@@ -59,8 +62,8 @@ static ncclResult_t launch_lamport_twin(const struct snapccl_coll* c) { return l
 
 /* ---- one-shot ---- */
 
-static const char* can_oneshot(const struct snapccl_coll* c) { return check(c, 1, "nvls_oneshot", 1); }
-static const char* can_oneshot_twin(const struct snapccl_coll* c) { return check(c, 0, "nvls_oneshot_twin", 1); }
+static const char* can_oneshot(const struct snapccl_coll* c) { return check(c, 1, 1); }
+static const char* can_oneshot_twin(const struct snapccl_coll* c) { return check(c, 0, 1); }
 
 /* Every replica serves every rank's reducing load (N reads of each byte leave each GPU);
  * the reduction itself happens in the switch. */
@@ -97,8 +100,8 @@ static double rounds(const struct snapccl_coll* c) {
   return snapccl_staged_rounds(c, slice_elems(c), snapccl_dtype_size(c->dtype));
 }
 
-static const char* can_twoshot(const struct snapccl_coll* c) { return check(c, 1, "nvls_twoshot", 0); }
-static const char* can_twoshot_twin(const struct snapccl_coll* c) { return check(c, 0, "nvls_twoshot_twin", 0); }
+static const char* can_twoshot(const struct snapccl_coll* c) { return check(c, 1, 0); }
+static const char* can_twoshot_twin(const struct snapccl_coll* c) { return check(c, 0, 0); }
 
 /* A reducing load of my slice from every replica, then one multicast store of the result:
  * about the message once out of each GPU, against twice for the unicast two-shot. */
@@ -123,15 +126,21 @@ static ncclResult_t launch_twoshot_v(const struct snapccl_coll* c, int multicast
 static ncclResult_t launch_twoshot(const struct snapccl_coll* c) { return launch_twoshot_v(c, 1); }
 static ncclResult_t launch_twoshot_twin(const struct snapccl_coll* c) { return launch_twoshot_v(c, 0); }
 
-const struct snapccl_algo snapccl_allreduce_nvls_lamport = {"nvls_lamport", COLL_ALLREDUCE, can_lamport,
-                                                            cost_lamport, launch_lamport};
+const struct snapccl_algo snapccl_allreduce_nvls_lamport = {
+    .name = "nvls_lamport", .kind = COLL_ALLREDUCE, .can_run = can_lamport, .cost_us = cost_lamport,
+    .launch = launch_lamport};
 const struct snapccl_algo snapccl_allreduce_nvls_lamport_twin = {
-    "nvls_lamport_twin", COLL_ALLREDUCE, can_lamport_twin, cost_lamport_twin, launch_lamport_twin};
-const struct snapccl_algo snapccl_allreduce_nvls_oneshot = {"nvls_oneshot", COLL_ALLREDUCE, can_oneshot,
-                                                            cost_oneshot, launch_oneshot};
+    .name = "nvls_lamport_twin", .kind = COLL_ALLREDUCE, .can_run = can_lamport_twin,
+    .cost_us = cost_lamport_twin, .launch = launch_lamport_twin, .only_when_named = 1};
+const struct snapccl_algo snapccl_allreduce_nvls_oneshot = {
+    .name = "nvls_oneshot", .kind = COLL_ALLREDUCE, .can_run = can_oneshot, .cost_us = cost_oneshot,
+    .launch = launch_oneshot};
 const struct snapccl_algo snapccl_allreduce_nvls_oneshot_twin = {
-    "nvls_oneshot_twin", COLL_ALLREDUCE, can_oneshot_twin, cost_oneshot_twin, launch_oneshot_twin};
-const struct snapccl_algo snapccl_allreduce_nvls_twoshot = {"nvls_twoshot", COLL_ALLREDUCE, can_twoshot,
-                                                            cost_twoshot, launch_twoshot};
+    .name = "nvls_oneshot_twin", .kind = COLL_ALLREDUCE, .can_run = can_oneshot_twin,
+    .cost_us = cost_oneshot_twin, .launch = launch_oneshot_twin, .only_when_named = 1};
+const struct snapccl_algo snapccl_allreduce_nvls_twoshot = {
+    .name = "nvls_twoshot", .kind = COLL_ALLREDUCE, .can_run = can_twoshot, .cost_us = cost_twoshot,
+    .launch = launch_twoshot};
 const struct snapccl_algo snapccl_allreduce_nvls_twoshot_twin = {
-    "nvls_twoshot_twin", COLL_ALLREDUCE, can_twoshot_twin, cost_twoshot_twin, launch_twoshot_twin};
+    .name = "nvls_twoshot_twin", .kind = COLL_ALLREDUCE, .can_run = can_twoshot_twin,
+    .cost_us = cost_twoshot_twin, .launch = launch_twoshot_twin, .only_when_named = 1};

@@ -1,6 +1,6 @@
-/* One rank: every collective is a copy (or nothing, in place), as in NCCL. Only when
- * the reduction leaves a lone input unchanged; a PreMulSum by a user scalar still needs
- * the kernels. */
+/* The copy algorithm of all three collectives: with one rank every collective is a copy
+ * (or nothing, in place), as in NCCL. Only when the reduction leaves a lone input
+ * unchanged; a PreMulSum by a user scalar still needs the kernels. */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "comm.h"
@@ -30,6 +30,12 @@ static ncclResult_t launch(const struct snapccl_coll* c) {
   return ncclSuccess;
 }
 
-const struct snapccl_algo snapccl_allreduce_copy = {"copy", COLL_ALLREDUCE, can_run, cost, launch};
-const struct snapccl_algo snapccl_allgather_copy = {"copy", COLL_ALLGATHER, can_run, cost, launch};
-const struct snapccl_algo snapccl_reducescatter_copy = {"copy", COLL_REDUCESCATTER, can_run, cost, launch};
+const struct snapccl_algo snapccl_allreduce_copy = {
+    .name = "copy", .kind = COLL_ALLREDUCE,
+    .can_run = can_run, .cost_us = cost, .launch = launch};
+const struct snapccl_algo snapccl_allgather_copy = {
+    .name = "copy", .kind = COLL_ALLGATHER,
+    .can_run = can_run, .cost_us = cost, .launch = launch};
+const struct snapccl_algo snapccl_reducescatter_copy = {
+    .name = "copy", .kind = COLL_REDUCESCATTER,
+    .can_run = can_run, .cost_us = cost, .launch = launch};

@@ -467,8 +467,7 @@ ncclResult_t snapccl_nvls_setup(struct snapccl_comm* comm) {
     SNAP_FAIL(ncclSystemError, "out of memory");
   /* Loaded now, as every kernel is (lazy loading can deadlock ranks sharing a GPU). */
   int mm_per_sm = 0;
-  comm->nvls->kernels_ok = snapccl_load_multimem_kernels(&mm_per_sm) == cudaSuccess;
-  if (!comm->nvls->kernels_ok) (void)cudaGetLastError();
+  comm->nvls->kernels_ok = CUDA_TRY(snapccl_load_multimem_kernels(&mm_per_sm)) == cudaSuccess;
   ncclResult_t res = snapccl_nvls_setup_core(comm, &t->lay, t->usable);
   if (res == ncclSuccess && comm->nvls->open)
     INFO(SUB_TRANSPORT, "comm rank %d: NVLink multicast on (%s handle, %.1f MiB per GPU)", comm->rank,

@@ -20,9 +20,11 @@ static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len)
              SNAPCCL_FUSED_ROW_CACHE_MAX);
     return buf;
   }
-  if ((unsigned long long)f->tokens * stride > lay->oneshot_bytes) {
-    snprintf(buf, len, "%zu rows of %llu B do not fit the %llu B one-shot buffer", f->tokens,
-             stride, lay->oneshot_bytes);
+  const unsigned long long limit =
+      lay->oneshot_bytes < SNAPCCL_FUSED_ONESHOT_BYTES ? lay->oneshot_bytes : SNAPCCL_FUSED_ONESHOT_BYTES;
+  if ((unsigned long long)f->tokens * stride > limit) {
+    snprintf(buf, len, "%zu rows of %llu B do not fit the fused one-shot's %llu B of the one-shot buffer",
+             f->tokens, stride, limit);
     return buf;
   }
   return NULL;

@@ -21,6 +21,10 @@ enum snapccl_fused_quant {
  * the others re-read the row from residual_out or recompute it when it does not fit.
  * Two blocks per SM at 64 KiB + a little static memory fit on sm_80 and sm_90. */
 #define SNAPCCL_FUSED_ROW_CACHE_MAX (64u << 10)
+/* Rows the fused one-shot takes, in bytes, at most (and at most the one-shot buffer):
+ * its crossover to the fused two-shot was measured with this limit, the one-shot slot's
+ * size before slots grew with fewer ranks (kernels/kargs.h). */
+#define SNAPCCL_FUSED_ONESHOT_BYTES (512u << 10)
 #define SNAPCCL_FP8_E4M3_MAX 448.0f
 /* Smallest dynamic scale, so an all-zero row does not divide by zero (as vLLM). */
 #define SNAPCCL_FUSED_MIN_SCALE (1.0f / (448.0f * 512.0f))

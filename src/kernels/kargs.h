@@ -20,9 +20,19 @@
 #define SNAPCCL_MIN_BLOCKS_PER_SM 2
 /* 16-byte packs are the unit of every copy and reduction. */
 #define SNAPCCL_PACK 16
-/* Bytes of one source slot of the one-shot (flags and Lamport) buffers: the largest
- * message the one-shot algorithms take (the GPU tests read it from here too). */
-#define SNAPCCL_ONESHOT_BYTES (512u << 10)
+/* The one-shot regions (flags and Lamport) each hold 2 parities x nranks source slots.
+ * A slot is as large as the world size lets a parity stay within 4 MiB, and at least
+ * 512 KiB: 16 MiB for both regions up to eight ranks. So two ranks take one-shot
+ * all-reduces up to 2 MiB (on two H200s the two-shot lost the 1 MiB all-reduce to NCCL,
+ * and at two ranks a one-shot moves no more over the link than a two-shot), eight up to
+ * 512 KiB. The GPU tests read the capacity from here too. */
+#define SNAPCCL_ONESHOT_PARITY_BYTES (4u << 20)
+#define SNAPCCL_ONESHOT_MIN_BYTES (512u << 10)
+static inline unsigned long long snapccl_oneshot_slot_bytes(int nranks) {
+  unsigned long long b = SNAPCCL_ONESHOT_PARITY_BYTES / (unsigned)(nranks > 0 ? nranks : 1);
+  b = b / SNAPCCL_PACK * SNAPCCL_PACK;
+  return b < SNAPCCL_ONESHOT_MIN_BYTES ? SNAPCCL_ONESHOT_MIN_BYTES : b;
+}
 
 /* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. */
 enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_KINDS = 3 };

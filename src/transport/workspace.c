@@ -16,7 +16,7 @@ void snapccl_ws_layout_compute(struct snapccl_ws_layout* lay, int nranks, int ma
   memset(lay, 0, sizeof *lay);
   lay->nranks = nranks;
   lay->max_blocks = max_blocks;
-  lay->oneshot_bytes = SNAPCCL_ONESHOT_BYTES;
+  lay->oneshot_bytes = snapccl_oneshot_slot_bytes(nranks);
   /* SNAPCCL_BUFFSIZE covers the two staging regions (reduce-scatter and all-gather),
    * two slots each, one chunk per (source, block). */
   unsigned long long per = (unsigned long long)(buffsize > 0 ? buffsize : 0) /

@@ -413,8 +413,8 @@ int t_algo_accepts(const struct t_case* c, int nranks) {
   int premul = c->coll != T_AG && (c->op == T_PREMUL_HOST || c->op == T_PREMUL_DEV);
   if (!strcmp(c->algo, "copy")) return nranks == 1 && !premul; /* one rank, data unchanged */
   if (c->coll != T_AR) return !strcmp(c->algo, "direct");
-  if (!strcmp(c->algo, "lamport")) return dts[c->dt].is_float && bytes <= SNAPCCL_ONESHOT_BYTES;
-  if (!strcmp(c->algo, "oneshot")) return bytes <= SNAPCCL_ONESHOT_BYTES;
+  if (!strcmp(c->algo, "lamport")) return dts[c->dt].is_float && bytes <= snapccl_oneshot_slot_bytes(nranks);
+  if (!strcmp(c->algo, "oneshot")) return bytes <= snapccl_oneshot_slot_bytes(nranks);
   return !strcmp(c->algo, "twoshot");
 }
 

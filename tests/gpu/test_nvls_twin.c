@@ -41,16 +41,16 @@ static void twin_env(void) {
 }
 
 /* Does the forced NVLS algorithm take this call? (src/algos/allreduce_nvls.c and its siblings, restated.) */
-static int accepts(const struct t_case* c) {
+static int accepts(const struct t_case* c, int n) {
   if (c->count == 0) return 1;
-  if (strncmp(c->algo, "nvls", 4) != 0) return t_algo_accepts(c, 2);
+  if (strncmp(c->algo, "nvls", 4) != 0) return t_algo_accepts(c, n);
   if (!strstr(c->algo, "_twin")) return 0; /* multicast: the gate is closed */
   if (c->coll == T_AG) return 1;           /* bytes: every dtype */
   int red_ok = (c->dt == ncclFloat32 || c->dt == ncclFloat16 || c->dt == ncclBfloat16) &&
                (c->op == T_SUM || c->op == T_AVG || c->op == T_PREMUL_HOST || c->op == T_PREMUL_DEV);
   if (!red_ok) return 0;
   if (c->coll == T_AR && strcmp(c->algo, "nvls_twoshot_twin") != 0)
-    return c->count * t_dt_size(c->dt) <= SNAPCCL_ONESHOT_BYTES;
+    return c->count * t_dt_size(c->dt) <= snapccl_oneshot_slot_bytes(n);
   return 1;
 }
 
@@ -105,7 +105,7 @@ static int issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
 /* prepare, issue, sync, verify (results, guards, untouched inputs, bitwise identity). */
 static int run(struct t_world* w, const struct t_case* c, struct t_bufs* b, char* err) {
   struct t_host* h = NULL;
-  const int accept = accepts(c);
+  const int accept = accepts(c, w->n);
   int rc = t_case_prepare(w, c, b, &h, err);
   if (rc == 0) rc = issue(w, c, b, h, accept, err);
   if (rc == 0 && accept && c->count) rc = t_world_sync(w, t_wait_bound_s(), err);
@@ -402,7 +402,7 @@ static void back_to_back(int n) {
                        (i / 2) & 1, kinds[k].algo, next_seed());
     T_OK(t_bufs_alloc(&w, &b[i], t_case_send_bytes(&c[i], n), t_case_recv_bytes(&c[i], n), err), err);
     cr_assert(t_case_prepare(&w, &c[i], &b[i], &h[i], err) == 0, "call %d: %s", i, err);
-    ok[i] = accepts(&c[i]); /* the largest one-shot sizes decline: nothing launched */
+    ok[i] = accepts(&c[i], n); /* the largest one-shot sizes decline: nothing launched */
     cr_assert(issue(&w, &c[i], &b[i], h[i], ok[i], err) == 0, "call %d: %s: %s", i,
               t_case_str(&c[i], n, what, sizeof what), err);
   }

@@ -9,6 +9,9 @@
 #     (defaults /tmp/nt-ours/bin and /tmp/nt-nvidia, as `perf/build-nccl-tests.sh ...
 #      --build-dir /tmp/nt-ours` and a plain `make BUILDDIR=/tmp/nt-nvidia` leave them;
 #      an MPI build's _mpi suffix is dropped; missing binaries are skipped)
+#   OLD_LIB=DIR tools/gpu/bundle.sh ...: also carries the libraries in DIR (another
+#     build's src/, e.g. of the previous commit) as gpu-carry/old, for A/B runs in one
+#     call (run.sh datapath)
 #
 # Carry gpu-carry.tar.xz; on the host tools/gpu/run.sh PHASE unpacks it and links
 # gpu-carry/build to build/.
@@ -29,6 +32,11 @@ find build/src -maxdepth 1 \( -name 'libsnapccl.so*' -o -name 'libnccl.so*' \) !
 cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_fused_preload "$out/build/tests/gpu/" 2>/dev/null || true
 for f in build/perf/*; do [ -f "$f" ] && [ -x "$f" ] && cp "$f" "$out/build/perf/"; done
 cp build/snapccl_demo "$out/build/"
+if [ -n "${OLD_LIB:-}" ]; then
+  mkdir -p "$out/old"
+  find "$OLD_LIB" -maxdepth 1 \( -name 'libsnapccl.so*' -o -name 'libnccl.so*' \) ! -name '*.p' \
+    -exec cp -a {} "$out/old/" \;
+fi
 ../shared/gpu-host/bundle-deps.sh "$out/build/gpu-deps" >/dev/null
 pick() { # DIR NAME DEST: NAME or NAME_mpi from DIR, as DEST/NAME
   if [ -x "$1/$2" ]; then cp "$1/$2" "$3/$2"; elif [ -x "$1/${2}_mpi" ]; then cp "$1/${2}_mpi" "$3/$2"; fi

@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | features,
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | datapath | features,
 #                                  or on several GPUs: mg_suite | mg_features | mg_nt_g | mg_nt_np |
 #                                  mg_interpose | mg_compare
 #
@@ -177,6 +177,36 @@ phase_interpose() {
     $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
 }
 
+# The staged data path on ranks sharing the GPU (two in one process): the kernel benchmark
+# (GB/s per block next to a copy kernel, HBM bound, fixed cost per algorithm); the perf
+# binaries at 256 MiB with 8 blocks and the default cap, against the library in
+# gpu-carry/old (bundle.sh OLD_LIB_DIR) when it travelled, in the same call; and the
+# all-reduce from 8 B to 8 MiB with each algorithm forced and with the selector's choice,
+# eager and in a CUDA graph.
+phase_datapath() {
+  local P=build/perf E="LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1" coll b a g lib
+  step staged_kernels 300 $E -- $P/staged_kernels
+  for lib in new old; do
+    local D=$SNAPLIB
+    [ $lib = old ] && { [ -d gpu-carry/old ] || continue; D=$repo/gpu-carry/old; }
+    for coll in all_reduce reduce_scatter all_gather; do
+      for b in 8 0; do
+        step "bw_${lib}_${coll}_B$b" 60 LD_LIBRARY_PATH=$D:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 \
+          SNAPCCL_MAX_BLOCKS=$b -- $P/${coll}_perf -g 2 -b 256M -e 256M -n 20 -w 5 -c 1
+      done
+    done
+  done
+  for g in 1 0; do
+    for a in auto lamport oneshot twoshot; do
+      local A="" e=8M
+      [ $a = auto ] || A="allreduce:$a"
+      case $a in lamport | oneshot) e=2M ;; esac # their buffer's capacity at two ranks
+      step "sel_allreduce_${a}_G$g" 90 $E SNAPCCL_ALGO=$A -- $P/all_reduce_perf -g 2 -b 8 -e $e -f 2 \
+        -n 50 -w 5 -c 1 -G $g
+    done
+  done
+}
+
 # The features whose GPU checks are pending (low precision, fused op, multicast twins):
 # their GPU tests, the low-precision bitwise check against the CPU simulation and its
 # speed, the fused benchmark and the PyTorch test of the binding.
@@ -301,7 +331,7 @@ phase_mg_compare() {
     --mpirun "$MPIRUN"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|features|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|datapath|features|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

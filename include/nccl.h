@@ -6,9 +6,11 @@
  * NCCL_VERSION_CODE (2.27.7), so programs built against either header work with
  * either library. Extensions live in snapccl.h, never here.
  *
- * Why 2.27 and not 2.28: from 2.28 on, programs such as nccl-tests compile code
- * against the NCCL device API (nccl_device.h, ncclDevComm), which snapccl does
- * not provide. 2.27 is the newest level whose whole API this header declares.
+ * Why 2.27 and not 2.28-2.30 (the evidence: docs/ARCHITECTURE.md): from 2.28 on,
+ * programs such as nccl-tests compile code against the NCCL device API
+ * (nccl_device.h, ncclDevComm), which snapccl does not provide. 2.27 is the newest
+ * level whose whole API this header declares. Programs built against NVIDIA's newer
+ * headers still load: libnccl.so.2 exports every function those add.
  */
 #ifndef NCCL_H_
 #define NCCL_H_

@@ -77,22 +77,54 @@ static ncclResult_t check_op(struct snapccl_coll* c, char* why, size_t len) {
     return ncclSuccess;
   }
   struct snapccl_comm* comm = c->comm;
-  int ok = 0;
+  int found = 0;
+  ncclDataType_t made_for = c->dtype;
   pthread_mutex_lock(&comm->lock);
-  for (int i = 0; i < SNAPCCL_MAX_REDOPS && !ok; i++) {
+  for (int i = 0; i < SNAPCCL_MAX_REDOPS && !found; i++) {
     const struct snapccl_redop* r = &comm->redops[i];
-    if (!r->in_use || r->op_id != (int)c->op || r->dtype != c->dtype) continue;
-    ok = 1;
+    if (!r->in_use || r->op_id != (int)c->op) continue;
+    found = 1;
+    made_for = r->dtype;
     c->devop = DEVOP_PREMULSUM;
     c->scalar_mode = r->residence == ncclScalarHostImmediate ? SCALAR_BITS : SCALAR_DEVICE;
     c->scalar_bits = r->host_scalar;
     c->scalar_dev = r->dev_scalar;
   }
   pthread_mutex_unlock(&comm->lock);
-  if (!ok) {
-    snprintf(why, len,
-             "invalid reduction operation %d (not created on this communicator, destroyed, or "
-             "made for another datatype than %s)", (int)c->op, snapccl_dtype_name(c->dtype));
+  if (!found) {
+    snprintf(why, len, "invalid reduction operation %d (not created on this communicator, or "
+             "destroyed)", (int)c->op);
+    return ncclInvalidArgument;
+  }
+  /* NCCL compares the datatypes only for a call with elements (taskAppend returns
+   * before for count 0), so an empty call with a mismatched operator succeeds. */
+  if (made_for != c->dtype && c->count > 0) {
+    snprintf(why, len, "reduction operation %d was made for %s, not for %s", (int)c->op,
+             snapccl_dtype_name(made_for), snapccl_dtype_name(c->dtype));
+    return ncclInvalidArgument;
+  }
+  return ncclSuccess;
+}
+
+/* What NCCL 2.28 refuses once a call has elements, after the checks above (enqueue.cc
+ * taskAppend; the table of tests/acceptance_matrix.h has the source of each). */
+static ncclResult_t check_like_nccl_enqueue(const struct snapccl_coll* c, char* why, size_t len) {
+  int fp8 = c->dtype == ncclFloat8e4m3 || c->dtype == ncclFloat8e5m2;
+  if (c->count == 0 || !fp8 || c->kind == COLL_ALLGATHER) return ncclSuccess;
+  const struct snapccl_comm* comm = c->comm;
+  for (int i = 0; comm->peers && i < comm->nranks; i++)
+    if (comm->peers[i].cc_major < 9) {
+      snprintf(why, len, "%s reductions need GPUs of compute capability 9.0 or newer, and rank "
+               "%d's is %d.%d (NCCL refuses them too)", snapccl_dtype_name(c->dtype), i,
+               comm->peers[i].cc_major, comm->peers[i].cc_minor);
+      return ncclInvalidArgument;
+    }
+  /* NCCL's one-rank path has no PreMulSum kernel for fp8 (device/onerank.cu): ncclAvg
+   * and custom PreMulSum operators on fp8 fail at world size 1, and only there. */
+  if (comm->nranks == 1 && c->devop == DEVOP_PREMULSUM) {
+    snprintf(why, len, "%s with %s at world size 1: NCCL has no one-rank PreMulSum for %s and "
+             "refuses the call, so snapccl does too", snapccl_dtype_name(c->dtype),
+             c->op == ncclAvg ? "ncclAvg" : "a PreMulSum operator", snapccl_dtype_name(c->dtype));
     return ncclInvalidArgument;
   }
   return ncclSuccess;
@@ -127,7 +159,8 @@ static ncclResult_t check(enum snapccl_coll_kind kind, const void* sendbuff, voi
   out->op = op;
   out->comm = c;
   out->stream = stream;
-  return check_op(out, why, len);
+  ncclResult_t r = check_op(out, why, len);
+  return r != ncclSuccess ? r : check_like_nccl_enqueue(out, why, len);
 }
 
 ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendbuff,

@@ -69,7 +69,7 @@ snapccl_extra_dispatch_:
         .set snapccl_extra_index_, snapccl_extra_index_ + 1
 .endm
 
-#define SNAPCCL_EMIT_TRAMPOLINE(name) SNAPCCL_TRAMPOLINE name;
+#define SNAPCCL_EMIT_TRAMPOLINE(name, returns) SNAPCCL_TRAMPOLINE name;
         SNAPCCL_EXTRA_FUNCTIONS(SNAPCCL_EMIT_TRAMPOLINE)
 
         .section .note.GNU-stack,"",@progbits

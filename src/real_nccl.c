@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "env.h"
+#include "error.h"
 #include "log.h"
 #include "real_extras.h"
 
@@ -19,20 +20,42 @@ static char g_path[512];
 static void* g_handle;
 
 /* Targets of the trampolines of real_extras.S, in SNAPCCL_EXTRA_FUNCTIONS order. */
-#define SNAPCCL_EXTRA_COUNT_ONE(name) +1
+#define SNAPCCL_EXTRA_COUNT_ONE(name, returns) +1
 enum { EXTRA_COUNT = 0 SNAPCCL_EXTRA_FUNCTIONS(SNAPCCL_EXTRA_COUNT_ONE) };
 __attribute__((visibility("hidden"))) void* snapccl_extra_targets[EXTRA_COUNT];
-#define SNAPCCL_EXTRA_NAME(name) #name,
+#define SNAPCCL_EXTRA_NAME(name, returns) #name,
 static const char* const extra_names[EXTRA_COUNT] = {SNAPCCL_EXTRA_FUNCTIONS(SNAPCCL_EXTRA_NAME)};
 
-/* What a trampoline runs when the real library lacks the function (or there is none):
- * every extra returns ncclResult_t except the ncclTeam* queries, for which any value is
- * as good as another (they are only meaningful with a device communicator). */
-static ncclResult_t extra_unavailable(void) {
-  WARN("a function newer than snapccl's NCCL API level was called, and no real NCCL provides "
-       "it (set SNAPCCL_NCCL_LIB or preload snapccl over NVIDIA's libnccl)");
-  return ncclInvalidUsage;
+/* What a trampoline runs when no real library provides its function: one stub per
+ * function, so that the reason names it, returning a value of the function's type
+ * (real_extras.h). The stubs take no parameters: the caller's arguments sit unread in
+ * registers and on its own stack, which the System V convention leaves to the caller. */
+static void unavailable(const char* name) {
+  int v = 0;
+  if (g_handle && g_real.ncclGetVersion) g_real.ncclGetVersion(&v);
+  if (g_handle)
+    snapccl_error(ncclInvalidUsage, name,
+                  "the NCCL that snapccl hands calls to (%s, version code %d) does not provide "
+                  "it: the program was built against a newer nccl.h than that library", g_path, v);
+  else
+    snapccl_error(ncclInvalidUsage, name,
+                  "a function of NCCL newer than snapccl's API level (%d.%d.%d), which only a "
+                  "real NCCL can serve: none was found (set SNAPCCL_NCCL_LIB to NVIDIA's "
+                  "libnccl.so.2, or preload snapccl over it)", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
 }
+struct extra_team { int nRanks, rank, stride; }; /* ncclTeam_t's layout */
+#define STUB_RESULT(name) \
+  static ncclResult_t stub_##name(void) { unavailable(#name); return ncclInvalidUsage; }
+#define STUB_TEAM(name) \
+  static struct extra_team stub_##name(void) { unavailable(#name); return (struct extra_team){0, 0, 0}; }
+#define STUB_INT(name) \
+  static int stub_##name(void) { unavailable(#name); return -1; }
+#define STUB_VOID(name) \
+  static void stub_##name(void) { unavailable(#name); }
+#define SNAPCCL_EXTRA_STUB(name, returns) STUB_##returns(name)
+SNAPCCL_EXTRA_FUNCTIONS(SNAPCCL_EXTRA_STUB)
+#define SNAPCCL_EXTRA_STUB_ADDR(name, returns) (void*)stub_##name,
+static void* const extra_stubs[EXTRA_COUNT] = {SNAPCCL_EXTRA_FUNCTIONS(SNAPCCL_EXTRA_STUB_ADDR)};
 
 /* Is the object defining `sym` (found through handle h) a copy of snapccl? */
 static int is_snapccl(void* h) { return h && dlsym(h, "snapcclGetVersion") != NULL; }
@@ -101,7 +124,7 @@ static void decide_locked(void) {
   }
   for (int i = 0; i < EXTRA_COUNT; i++) {
     void* f = g_handle ? dlsym(g_handle, extra_names[i]) : NULL;
-    snapccl_extra_targets[i] = f ? f : (void*)extra_unavailable;
+    snapccl_extra_targets[i] = f ? f : extra_stubs[i];
   }
   __atomic_store_n(&g_decided, 1, __ATOMIC_RELEASE);
   if (g_mode != MODE_STANDALONE) {

@@ -2,9 +2,10 @@
 group, the collectives and the fused all-reduce + residual add + RMSNorm on torch tensors.
 
 No build step: the library is loaded with ctypes (the convention of vLLM's pynccl).
-Which file: $SNAPCCL_LIBRARY, else libsnapccl.so* next to this package, else the build
-tree's build/src/libsnapccl.so (this package lives in <repo>/python/snapccl), else the
-loader's search path. Loaded RTLD_LOCAL, so its nccl* symbols never shadow the libnccl
+Which file: $SNAPCCL_LIBRARY, else (a package that meson installed) the library meson
+installed with it, else libsnapccl.so* next to this package, else the build tree's
+build/src/libsnapccl.so (this package lives in <repo>/python/snapccl), else the loader's
+search path. Loaded RTLD_LOCAL, so its nccl* symbols never shadow the libnccl
 PyTorch uses. Inside a PyTorch process that loaded NVIDIA's libnccl, snapccl runs in
 interposed mode: communicators of ranks with a GPU each are NVIDIA's with snapccl's
 kernels attached; ranks sharing a GPU (SNAPCCL_SHARED_GPU=1) get snapccl's own.
@@ -78,11 +79,19 @@ class SnapcclError(RuntimeError):
         self.code = code
 
 
+try:  # written by meson install (python/meson.build); absent in the source tree
+    from ._installed import LIBDIR as _INSTALLED_LIBDIR
+except ImportError:
+    _INSTALLED_LIBDIR = None
+
+
 def _candidates():
     env = os.environ.get("SNAPCCL_LIBRARY")
     if env:
         yield env
         return
+    if _INSTALLED_LIBDIR:
+        yield os.path.join(_INSTALLED_LIBDIR, "libsnapccl.so.0")
     here = os.path.dirname(os.path.abspath(__file__))
     yield from sorted(glob.glob(os.path.join(here, "libsnapccl.so*")))
     yield os.path.join(here, "..", "..", "build", "src", "libsnapccl.so")

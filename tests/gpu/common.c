@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../acceptance_matrix.h"
 #include "../fnv.h"
 #include "common_check.h"
 #include "env.h"
@@ -418,6 +419,19 @@ int t_algo_accepts(const struct t_case* c, int nranks) {
   return !strcmp(c->algo, "twoshot");
 }
 
+_Static_assert((int)T_PREMUL_DEV == (int)MX_PREMULSUM_DEVICE, "enum t_op and enum mx_op agree");
+
+ncclResult_t t_nccl_refuses(const struct t_case* c, int nranks) {
+  static const enum mx_coll colls[] = {[T_AR] = MX_ALLREDUCE, [T_AG] = MX_ALLGATHER,
+                                       [T_RS] = MX_REDUCESCATTER};
+  if (nranks != 1 || c->count == 0) return ncclSuccess;
+  const int op = c->coll == T_AG ? (int)MX_NO_OP : c->op;
+  for (size_t i = 0; i < MX_NCELLS; i++)
+    if (mx_cells[i].coll == colls[c->coll] && mx_cells[i].dtype == c->dt && (int)mx_cells[i].op == op)
+      return mx_cells[i].nccl_2_28_3;
+  return ncclSuccess;
+}
+
 size_t t_case_send_bytes(const struct t_case* c, int n) {
   return c->count * t_dt_size(c->dt) * (c->coll == T_RS ? (size_t)n : 1);
 }
@@ -598,7 +612,8 @@ ncclResult_t t_case_call(struct t_world* w, const struct t_case* c, struct t_buf
 
 int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, struct t_host* h,
                  int* issued, char* err) {
-  const int accept = t_algo_accepts(c, w->n), grouped = w->nlocal > 1;
+  const ncclResult_t refused = t_nccl_refuses(c, w->n);
+  const int accept = !refused && t_algo_accepts(c, w->n), grouped = w->nlocal > 1;
   *issued = 0;
   t_set_algo(c->coll, c->algo);
   if (c->count > 0) {
@@ -606,10 +621,14 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
     int r = w->first;
     ncclResult_t q = snapcclQueryAlgorithm(w->comm[r], t_coll_name(c->coll), c->count, c->dt,
                                            h->have_op[r] ? h->op[r] : ncclSum, &name);
-    if (accept && (q != ncclSuccess || (c->algo && strcmp(name, c->algo) != 0)))
+    if (refused) {
+      if (q != refused)
+        return t_fail(err, "snapcclQueryAlgorithm returns %s for a call NCCL refuses with %s",
+                    ncclGetErrorString(q), ncclGetErrorString(refused));
+    } else if (accept && (q != ncclSuccess || (c->algo && strcmp(name, c->algo) != 0))) {
       return t_fail(err, "snapcclQueryAlgorithm says %s (%s), expected %s", ncclGetErrorString(q),
                   q == ncclSuccess ? name : ncclGetLastError(NULL), c->algo ? c->algo : "success");
-    if (!accept && q != ncclInvalidUsage)
+    } else if (!accept && q != ncclInvalidUsage)
       return t_fail(err, "snapcclQueryAlgorithm returns %s (%s) for a call %s must decline",
                   ncclGetErrorString(q), q == ncclSuccess ? name : "", c->algo);
   }
@@ -621,6 +640,12 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
   char last[512];
   snprintf(last, sizeof last, "%s", ncclGetLastError(NULL));
   if (t_case_release_ops(w, h, err) != 0) return -1;
+  if (refused) {
+    if (first != refused || !last[0])
+      return t_fail(err, "NCCL refuses this call with %s; snapccl returned %s (\"%s\")",
+                  ncclGetErrorString(refused), ncclGetErrorString(first), last);
+    return 0;
+  }
   if (accept) {
     if (first != ncclSuccess)
       return t_fail(err, "the call failed: %s (%s)", ncclGetErrorString(first), last);

@@ -103,6 +103,9 @@ struct t_case t_case_make(int coll, ncclDataType_t dt, int op, size_t count, int
 const char* t_case_str(const struct t_case* c, int nranks, char* buf, size_t len);
 /* Does the forced algorithm run this call (the selector's table, restated)? */
 int t_algo_accepts(const struct t_case* c, int nranks);
+/* The code NCCL refuses this call with (tests/acceptance_matrix.h, world size 1; every
+ * algorithm of ours refuses it too), or ncclSuccess. */
+ncclResult_t t_nccl_refuses(const struct t_case* c, int nranks);
 /* Bytes each rank's send and recv regions need (without guards and offsets). */
 size_t t_case_send_bytes(const struct t_case* c, int nranks);
 size_t t_case_recv_bytes(const struct t_case* c, int nranks);

@@ -2,7 +2,8 @@
  *
  * Built as libnccl.so.2 (soname libnccl.so.2) in the tests' build directory, away from
  * snapccl's own libnccl.so.2. It exports every function of the 2.27 API plus two of
- * 2.28 (ncclAlltoAll, ncclCommRevoke), and does nothing but:
+ * 2.28 (ncclAlltoAll, ncclCommRevoke) and two of 2.30 (ncclCommMemStats, ncclParamGet),
+ * and does nothing but:
  *   - append one line per call to the file named by FAKE_NCCL_LOG (if set): the
  *     function's name and its arguments, "name key=value ...", in exactly the format
  *     interpose_app.c prints before making the same call, so a test can check that a
@@ -12,7 +13,9 @@
  *     strings, "fake last error", ncclInProgress from an init whose config has
  *     blocking == 0, ncclInvalidArgument from any collective with count FAKE_BAD_COUNT
  *     (777), and from ncclAlltoAll / ncclCommRevoke a code derived from their count /
- *     flags, so arguments that went through a trampoline are visible in the result.
+ *     flags, so arguments that went through a trampoline are visible in the result;
+ *     likewise ncclCommMemStats gives comm + stat as the value, ncclParamGet copies
+ *     maxLen bytes of "fake" and gives the handle as the length.
  * It never dereferences buffer or stream pointers. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,6 +38,9 @@
 ncclResult_t ncclAlltoAll(const void* sendbuff, void* recvbuff, size_t count,
                           ncclDataType_t datatype, ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclCommRevoke(ncclComm_t comm, int revokeFlags);
+/* 2.30 functions; the enum and the handle of 2.30's header as what they are passed as. */
+ncclResult_t ncclCommMemStats(ncclComm_t comm, int stat, uint64_t* value);
+ncclResult_t ncclParamGet(void* handle, void* out, int maxLen, int* len);
 
 struct ncclComm {
   uint64_t magic;
@@ -411,4 +417,21 @@ ncclResult_t ncclAlltoAll(const void* sendbuff, void* recvbuff, size_t count,
 ncclResult_t ncclCommRevoke(ncclComm_t comm, int revokeFlags) {
   fake_log("ncclCommRevoke comm=%p flags=%d", (void*)comm, revokeFlags);
   return (ncclResult_t)(revokeFlags & 7);
+}
+
+/* ---------------------------------------------------------------- 2.30 extras */
+
+ncclResult_t ncclCommMemStats(ncclComm_t comm, int stat, uint64_t* value) {
+  fake_log("ncclCommMemStats comm=%p stat=%d", (void*)comm, stat);
+  if (!value) return ncclInvalidArgument;
+  *value = (uint64_t)(uintptr_t)comm + (uint64_t)stat;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclParamGet(void* handle, void* out, int maxLen, int* len) {
+  fake_log("ncclParamGet handle=%p maxLen=%d", handle, maxLen);
+  if (!out || !len || maxLen < 0) return ncclInvalidArgument;
+  memcpy(out, "fake", maxLen < 5 ? (size_t)maxLen : 5);
+  *len = (int)(uintptr_t)handle;
+  return ncclSuccess;
 }

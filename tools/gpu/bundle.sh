@@ -21,15 +21,14 @@ cd "$repo"
 ours=${1:-/tmp/nt-ours/bin}
 nvidia=${2:-/tmp/nt-nvidia}
 out=gpu-carry
-# Kernels built before a header change would travel stale (tools/stale-cuda.sh).
-tools/stale-cuda.sh build
 PATH=$PATH:/usr/local/cuda/bin ninja -C build >/dev/null
 rm -rf "$out"
 mkdir -p "$out/build/src" "$out/build/tests/gpu" "$out/build/perf" "$out/nccl-tests/ours" \
   "$out/nccl-tests/nvidia"
 find build/src -maxdepth 1 \( -name 'libsnapccl.so*' -o -name 'libnccl.so*' \) ! -name '*.p' \
   -exec cp -a {} "$out/build/src/" \;
-cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_fused_preload "$out/build/tests/gpu/" 2>/dev/null || true
+cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_fused_preload build/tests/gpu/gpu_acceptance_matrix \
+  "$out/build/tests/gpu/" 2>/dev/null || true
 for f in build/perf/*; do [ -f "$f" ] && [ -x "$f" ] && cp "$f" "$out/build/perf/"; done
 cp build/snapccl_demo "$out/build/"
 if [ -n "${OLD_LIB:-}" ]; then

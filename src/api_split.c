@@ -14,8 +14,15 @@
 #include "registry.h"
 #include "transport/transport.h"
 
-/* Tag of the point-to-point message carrying a shrunk communicator's id. */
+/* Tag of the point-to-point message carrying a shrunk communicator's id: a fixed low
+ * half, and the shrink's sequence number in the high half. */
 #define TAG_SHRINK_ID 0x5348
+
+int snapccl_shrink_tag(unsigned seq) {
+  /* 15 bits of the sequence: the tag stays a non-negative int (no signed overflow), and
+   * two shrinks of one parent in flight at once differ unless 32768 shrinks apart. */
+  return (int)((seq & 0x7fffu) << 16 | TAG_SHRINK_ID);
+}
 
 struct split_entry {
   int color, key, rank, pad;
@@ -139,7 +146,7 @@ NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
   /* The ring of the parent may pass through dead ranks, so the lowest survivor sends the
    * child's id to each survivor point to point. */
   ncclUniqueId id;
-  int tag = TAG_SHRINK_ID + (int)(atomic_fetch_add(&p->shrink_seq, 1) & 0xffff) * 0x10000;
+  int tag = snapccl_shrink_tag(atomic_fetch_add(&p->shrink_seq, 1));
   if (p->rank == root) {
     SNAP_CHECK(snapccl_bootstrap_create_root(&id));
     for (int r = 0; r < n; r++) {

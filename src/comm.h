@@ -134,6 +134,9 @@ void snapccl_comm_free(struct snapccl_comm* comm);
 void snapccl_comm_set_async_error(struct snapccl_comm* comm, ncclResult_t code,
                                   const char* reason);
 
+/* The bootstrap tag of the shrink with sequence number seq (always >= 0). */
+int snapccl_shrink_tag(unsigned seq);
+
 /* Looks up a communicator handle the application gave us. Fails with
  * ncclInvalidArgument and a reason for NULL, destroyed or foreign handles. */
 ncclResult_t snapccl_comm_get(ncclComm_t handle, const char* func, struct snapccl_comm** out);

@@ -31,7 +31,7 @@ struct snapccl_peer_info {
   int32_t pad;
 };
 
-/* ncclConfig_t, read field by field up to the caller's .size. */
+/* ncclConfig_t, read field by field as far as the caller's .version and .size reach. */
 struct snapccl_config {
   int blocking;
   int min_ctas;

@@ -122,7 +122,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
     if (res != ncclSuccess) SNAP_FAIL(res, "%s", reason);
     const struct ident* id = &c.m.u.id;
     if (id->from < 0 || id->from >= b->nranks) {
-      snapccl_bs_refuse(b->role, c.fd, c.peer, "sender rank out of range");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, "sender rank out of range");
       continue;
     }
     if (c.m.h.type == MSG_RING_HELLO) {
@@ -130,7 +130,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
         b->prev_fd = c.fd;
         return ncclSuccess;
       }
-      snapccl_bs_refuse(b->role, c.fd, c.peer, "unexpected ring connection");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, "unexpected ring connection");
       continue;
     }
     size_t len = (size_t)(c.m.h.len - sizeof(struct ident));

@@ -75,7 +75,7 @@ static void* root_main(void* arg) {
     }
     const char* why = hello_refusal(r, &c.m.u.hello);
     if (why) {
-      snapccl_bs_refuse("root", c.fd, c.peer, why);
+      snapccl_bs_refuse(&r->acc, c.fd, c.peer, why);
       continue;
     }
     if (root_admit(r, &c) != 0) {

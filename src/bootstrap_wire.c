@@ -32,7 +32,16 @@ ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* ro
   return ncclSuccess;
 }
 
+/* Logs the refusals not logged one by one yet, with their count. */
+static void refusals_flush(struct acceptor* a) {
+  if (!a->unlogged) return;
+  WARN("%s: refused %llu more bootstrap connections (%llu in all; the latest: %s)", a->role,
+       a->unlogged, a->refused, a->last_refusal);
+  a->unlogged = 0;
+}
+
 void snapccl_bs_acceptor_free(struct acceptor* a) {
+  refusals_flush(a); /* before the listener closes: a closed port means all is logged */
   for (int i = 0; i < a->n; i++) close(a->p[i].fd);
   if (a->fd >= 0) close(a->fd);
   free(a->p);
@@ -41,15 +50,45 @@ void snapccl_bs_acceptor_free(struct acceptor* a) {
   a->fd = -1;
 }
 
-/* Refusing a peer is not a failure of ours: log it, close, carry on. */
-void snapccl_bs_refuse(const char* role, int fd, const char* peer, const char* why) {
-  WARN("%s: refused bootstrap connection from %s: %s", role, peer, why);
+/* Anyone who can reach the port can make us refuse, as often as they like: the first
+ * refusals are logged one by one, later ones as one line per interval with a count. */
+void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, const char* why) {
   close(fd);
+  a->refused++;
+  snprintf(a->last_refusal, sizeof a->last_refusal, "from %s: %s", peer, why);
+  if (a->refused <= REFUSE_LOG_BURST) {
+    WARN("%s: refused bootstrap connection from %s: %s%s", a->role, peer, why,
+         a->refused == REFUSE_LOG_BURST ? " (further refusals are counted, and logged "
+                                          "every few seconds)" : "");
+    a->next_log_ms = snapccl_now_ms() + REFUSE_LOG_INTERVAL_MS;
+    return;
+  }
+  a->unlogged++;
+  if (snapccl_now_ms() >= a->next_log_ms) {
+    refusals_flush(a);
+    a->next_log_ms = snapccl_now_ms() + REFUSE_LOG_INTERVAL_MS;
+  }
 }
 
 static void pending_drop(struct acceptor* a, int i, const char* why) {
-  snapccl_bs_refuse(a->role, a->p[i].fd, a->p[i].peer, why);
+  snapccl_bs_refuse(a, a->p[i].fd, a->p[i].peer, why);
   a->p[i] = a->p[--a->n];
+}
+
+/* Frees a slot for a new connection: drops the oldest one still without a complete
+ * prefix. 0 if every pending connection is complete (they are handed out first). */
+static int pending_evict_oldest(struct acceptor* a) {
+  int old = -1;
+  for (int i = 0; i < a->n; i++)
+    if (a->p[i].got < a->p[i].want && (old < 0 || a->p[i].seq < a->p[old].seq)) old = i;
+  if (old < 0) return 0;
+  pending_drop(a, old, "evicted: too many connections without a complete first message");
+  return 1;
+}
+
+static int64_t prefix_deadline(void) {
+  int64_t bootstrap = snapccl_socket_deadline(), prefix = snapccl_now_ms() + PREFIX_TIMEOUT_MS;
+  return prefix < bootstrap ? prefix : bootstrap;
 }
 
 /* Size of the fixed part that follows a header, or 0 with *why if the header is bad. */
@@ -126,10 +165,11 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
                snapccl_env()->bootstrap_timeout_s);
       return ncclRemoteError;
     }
+    /* The listener is always polled: a full set evicts rather than stops accepting. */
     struct pollfd fds[2 + MAX_PENDING];
     int nf = 0;
     fds[nf++] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
-    fds[nf++] = (struct pollfd){.fd = a->n < MAX_PENDING ? a->fd : -1, .events = POLLIN};
+    fds[nf++] = (struct pollfd){.fd = a->fd, .events = POLLIN};
     for (int i = 0; i < a->n; i++) fds[nf++] = (struct pollfd){.fd = a->p[i].fd, .events = POLLIN};
     int k = poll(fds, nf, snapccl_poll_timeout(wake));
     if (k < 0 && errno == EINTR) continue;
@@ -142,10 +182,11 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
       return ncclRemoteError;
     }
     if (k == 0) continue;
-    /* Read every pending connection (cheap when nothing is there), newest-accepted
-     * ones included, so prefixes that arrived together complete together. */
-    for (int i = a->n - 1; i >= 0; i--) pending_read(a, i);
-    while (a->n < MAX_PENDING) {
+    /* Backwards: a drop moves the last entry (already read) into the freed slot. */
+    for (int i = a->n - 1; i >= 0; i--)
+      if (fds[2 + i].revents) pending_read(a, i);
+    for (int accepted = 0; accepted < ACCEPT_BATCH && (fds[1].revents & POLLIN); accepted++) {
+      if (a->n == MAX_PENDING && !pending_evict_oldest(a)) break;
       struct pending_conn* c = &a->p[a->n];
       union snapccl_sockaddr peer;
       int r = snapccl_socket_try_accept(a->fd, &c->fd, &peer);
@@ -155,11 +196,12 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
         return ncclSystemError;
       }
       c->seq = a->seq++;
-      c->deadline = snapccl_socket_deadline();
+      c->deadline = prefix_deadline();
       c->got = 0;
       c->want = sizeof(struct wire_hdr);
       snapccl_sockaddr_str(&peer, c->peer, sizeof c->peer);
       a->n++;
+      /* Honest peers send their prefix right after connecting: often it is here. */
       pending_read(a, a->n - 1);
     }
   }

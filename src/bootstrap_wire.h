@@ -22,7 +22,19 @@ enum msg_type {
 };
 #define MAX_P2P_BYTES ((uint64_t)1 << 30) /* largest tagged message we allocate for */
 #define MAX_RANKS (1 << 20)
-#define MAX_PENDING 256 /* connections whose prefix is being read; more wait in the backlog */
+/* Connections whose prefix is being read. When all slots are taken, a new connection
+ * evicts the oldest incomplete one, so idle or slow peers can delay an honest rank by
+ * one eviction at most, never lock it out; more connections wait in the backlog. */
+#define MAX_PENDING 64
+/* Connections accepted per wake-up: fewer than MAX_PENDING, so one accepted in a
+ * wake-up is read again at the next before newer ones could evict it. */
+#define ACCEPT_BATCH 16
+/* A peer has this long (or the bootstrap timeout if shorter) to send its prefix after
+ * connecting; honest ranks send it at once. */
+#define PREFIX_TIMEOUT_MS 5000
+/* Refusals: this many WARN lines, then one per interval with the count in between. */
+#define REFUSE_LOG_BURST 8
+#define REFUSE_LOG_INTERVAL_MS 10000
 
 struct wire_hdr {
   uint32_t magic;
@@ -71,14 +83,18 @@ struct acceptor {
   struct pending_conn* p;
   int n;
   uint64_t seq;
+  /* Refused connections: how many were logged, and those since the last line. */
+  unsigned long long refused, unlogged;
+  int64_t next_log_ms;
+  char last_refusal[160];
 };
 
 const char* snapccl_bs_type_name(uint32_t t);
 ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* role,
                                       const uint64_t nonce[2], unsigned allowed);
 void snapccl_bs_acceptor_free(struct acceptor* a);
-/* Refusing a peer is not a failure of ours: log it, close, carry on. */
-void snapccl_bs_refuse(const char* role, int fd, const char* peer, const char* why);
+/* Refusing a peer is not a failure of ours: log it (rate-limited), close, carry on. */
+void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, const char* why);
 /* The oldest connection that presented a complete, well-formed prefix with the right
  * nonce; its fd becomes the caller's. On failure writes the reason. */
 ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int abort_fd,

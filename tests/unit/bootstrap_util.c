@@ -41,6 +41,38 @@ void set_timeout(const char* seconds) {
 
 void setup(void) { set_timeout("10"); }
 
+/* The token packs the saved stderr (low 16 bits) and the file (high bits). */
+int stderr_capture_begin(void) {
+  char path[] = "/tmp/snapccl_stderr_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  unlink(path);
+  fflush(stderr);
+  int saved = dup(2);
+  cr_assert(saved >= 0 && saved < 0x10000 && fd < 0x8000);
+  cr_assert_eq(dup2(fd, 2), 2);
+  return fd << 16 | saved;
+}
+
+char* stderr_capture_end(int token) {
+  int fd = token >> 16, saved = token & 0xffff;
+  fflush(stderr);
+  cr_assert_eq(dup2(saved, 2), 2);
+  close(saved);
+  off_t n = lseek(fd, 0, SEEK_END);
+  char* text = calloc(1, (size_t)n + 1);
+  cr_assert_not_null(text);
+  cr_assert_eq(pread(fd, text, (size_t)n, 0), n);
+  close(fd);
+  return text;
+}
+
+int count_of(const char* text, const char* needle) {
+  int n = 0;
+  for (const char* p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  return n;
+}
+
 /* Deterministic bytes: every rank can regenerate any rank's payload. */
 void fill(void* p, size_t n, uint64_t seed) {
   uint64_t x = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e5ull;
@@ -398,4 +430,18 @@ int raw_connect_to(const struct wire_addr* w) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   cr_assert_eq(connect(fd, (struct sockaddr*)&a, sizeof a), 0, "%s", strerror(errno));
   return fd;
+}
+
+void wait_root_gone(const ncclUniqueId* id) {
+  struct snapccl_unique_id u = id_fields(id);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = u.port};
+  memcpy(&a.sin_addr, u.addr, 4);
+  for (double end = now_s() + 5.0;; sleep_ms(10)) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int r = connect(fd, (struct sockaddr*)&a, sizeof a), e = errno;
+    close(fd);
+    if (r != 0 && e == ECONNREFUSED) return;
+    cr_assert_lt(now_s(), end, "the root still listens");
+  }
 }

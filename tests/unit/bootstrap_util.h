@@ -33,6 +33,13 @@ void setup(void);
     }                                                                                  \
   } while (0)
 
+/* Sends what this process writes to stderr (logs included) to a temporary file until
+ * stderr_capture_end, which returns it (caller frees). */
+int stderr_capture_begin(void);
+char* stderr_capture_end(int token);
+/* Occurrences of needle in text. */
+int count_of(const char* text, const char* needle);
+
 /* Deterministic bytes: every rank can regenerate any rank's payload. */
 void fill(void* p, size_t n, uint64_t seed);
 uint64_t seed_of(int a, int b, int c);
@@ -91,5 +98,7 @@ int raw_listen(struct sockaddr_in* a);
 int raw_accept(int lfd);
 void raw_read(int fd, void* buf, size_t n);
 int raw_connect_to(const struct wire_addr* w);
+/* Waits (at most 5 s) until nothing listens at the id's root any more. */
+void wait_root_gone(const ncclUniqueId* id);
 
 #endif

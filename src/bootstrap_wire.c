@@ -86,6 +86,24 @@ static int pending_evict_oldest(struct acceptor* a) {
   return 1;
 }
 
+/* Out of descriptors (EMFILE/ENFILE) or kernel memory (ENOBUFS/ENOMEM): a passing
+ * condition of this process, perhaps caused by a flood, not a failure of the
+ * rendezvous. Free a slot if an idle connection holds one, rest the listener briefly,
+ * go on. 0 if errno is no such condition. */
+static int accept_exhausted(struct acceptor* a, int err) {
+  if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return 0;
+  int64_t now = snapccl_now_ms();
+  a->accept_failures++;
+  if (now >= a->accept_next_log_ms) {
+    WARN("%s: accept failed: %s; resting the listener %d ms and going on (%llu such "
+         "failures so far)", a->role, strerror(err), ACCEPT_BACKOFF_MS, a->accept_failures);
+    a->accept_next_log_ms = now + REFUSE_LOG_INTERVAL_MS;
+  }
+  pending_evict_oldest(a);
+  a->accept_resume_ms = now + ACCEPT_BACKOFF_MS;
+  return 1;
+}
+
 static int64_t prefix_deadline(void) {
   int64_t bootstrap = snapccl_socket_deadline(), prefix = snapccl_now_ms() + PREFIX_TIMEOUT_MS;
   return prefix < bootstrap ? prefix : bootstrap;
@@ -165,11 +183,14 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
                snapccl_env()->bootstrap_timeout_s);
       return ncclRemoteError;
     }
-    /* The listener is always polled: a full set evicts rather than stops accepting. */
+    /* The listener is always polled (a full set evicts rather than stops accepting),
+     * except for a short rest after accept ran out of resources. */
+    int resting = now < a->accept_resume_ms;
+    if (resting && a->accept_resume_ms < wake) wake = a->accept_resume_ms;
     struct pollfd fds[2 + MAX_PENDING];
     int nf = 0;
     fds[nf++] = (struct pollfd){.fd = abort_fd, .events = POLLIN};
-    fds[nf++] = (struct pollfd){.fd = a->fd, .events = POLLIN};
+    fds[nf++] = (struct pollfd){.fd = resting ? -1 : a->fd, .events = POLLIN};
     for (int i = 0; i < a->n; i++) fds[nf++] = (struct pollfd){.fd = a->p[i].fd, .events = POLLIN};
     int k = poll(fds, nf, snapccl_poll_timeout(wake));
     if (k < 0 && errno == EINTR) continue;
@@ -191,6 +212,7 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
       union snapccl_sockaddr peer;
       int r = snapccl_socket_try_accept(a->fd, &c->fd, &peer);
       if (r == 0) break;
+      if (r < 0 && accept_exhausted(a, errno)) break;
       if (r < 0) {
         snprintf(reason, rlen, "%s: accept failed: %s", what, strerror(errno));
         return ncclSystemError;

@@ -32,6 +32,8 @@ enum msg_type {
 /* A peer has this long (or the bootstrap timeout if shorter) to send its prefix after
  * connecting; honest ranks send it at once. */
 #define PREFIX_TIMEOUT_MS 5000
+/* accept() out of descriptors or memory: the listener rests this long, then tries again. */
+#define ACCEPT_BACKOFF_MS 50
 /* Refusals: this many WARN lines, then one per interval with the count in between. */
 #define REFUSE_LOG_BURST 8
 #define REFUSE_LOG_INTERVAL_MS 10000
@@ -87,6 +89,10 @@ struct acceptor {
   unsigned long long refused, unlogged;
   int64_t next_log_ms;
   char last_refusal[160];
+  /* accept() failures from resource exhaustion: until when the listener rests, how
+   * many so far, when the next may be logged. */
+  int64_t accept_resume_ms, accept_next_log_ms;
+  unsigned long long accept_failures;
 };
 
 const char* snapccl_bs_type_name(uint32_t t);

@@ -135,6 +135,11 @@ static void quiesce_threads(void) {
  * process, and a fork while it holds a lock (an allocator's, stdio's) would hand the
  * child a lock nobody will release. While no child has started, the root is idle. */
 void run_forked(const ncclUniqueId* id, int nranks, rank_fn fn, double bound_s) {
+  run_forked_hook(id, nranks, fn, bound_s, NULL, NULL);
+}
+
+void run_forked_hook(const ncclUniqueId* id, int nranks, rank_fn fn, double bound_s,
+                     void (*forked)(void*), void* arg) {
   pid_t pids[64];
   int gate[2];
   cr_assert(nranks <= 64);
@@ -154,6 +159,7 @@ void run_forked(const ncclUniqueId* id, int nranks, rank_fn fn, double bound_s) 
       _exit(rc ? 1 + rc % 254 : 0); /* exit codes have 8 bits; never 0 for a failure */
     }
   }
+  if (forked) forked(arg);
   close(gate[1]); /* open the gate */
   close(gate[0]);
   int status[64], done = 0;

@@ -49,6 +49,9 @@ typedef int (*rank_fn)(const ncclUniqueId* id, int rank, int nranks);
 /* Forks nranks children running fn, waits for them at most bound_s seconds (then kills
  * them) and asserts each exited with 0. */
 void run_forked(const ncclUniqueId* id, int nranks, rank_fn fn, double bound_s);
+/* The same, calling forked(arg) in the parent once the children exist, before they run. */
+void run_forked_hook(const ncclUniqueId* id, int nranks, rank_fn fn, double bound_s,
+                     void (*forked)(void*), void* arg);
 /* Initializes nranks ranks of one id concurrently in threads of this process. */
 void init_in_threads(const ncclUniqueId* id, int nranks, struct snapccl_bootstrap** out);
 

@@ -4,11 +4,13 @@
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -109,5 +111,57 @@ Test(bootstrap, refusals_logged_with_a_count) {
   cr_assert(lines >= 1 && lines <= 10, "%d WARN lines for %d refusals:\n%s", lines, JUNK, log);
   cr_assert(strstr(log, "more bootstrap connections (100 in all") != NULL,
             "no line counting the refusals:\n%s", log);
+  free(log);
+}
+
+/* ---- the root's process out of file descriptors ---- */
+
+struct fd_famine {
+  struct rlimit saved;
+  int fds[512];
+  int n;
+  pthread_t releaser;
+};
+
+static void* release_later(void* p) {
+  struct fd_famine* f = p;
+  sleep_ms(500);
+  for (int i = 0; i < f->n; i++) close(f->fds[i]);
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &f->saved), 0);
+  return NULL;
+}
+
+/* The ranks exist (their fd tables are their own); now this process, the root's, gets
+ * none for half a second: every accept fails with EMFILE meanwhile. */
+static void starve_fds(void* p) {
+  struct fd_famine* f = p;
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &f->saved), 0);
+  struct rlimit low = f->saved;
+  low.rlim_cur = 256;
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  for (f->n = 0; f->n < 512; f->n++) {
+    f->fds[f->n] = dup(0);
+    if (f->fds[f->n] < 0) break;
+  }
+  cr_assert_lt(f->n, 512, "the fd table never filled");
+  cr_assert_eq(errno, EMFILE);
+  cr_assert_eq(pthread_create(&f->releaser, NULL, release_later, f), 0);
+}
+
+/* Exhaustion is the root's passing trouble, not every rank's: it backs off, keeps
+ * going, and accepts the ranks once descriptors are free again. */
+Test(bootstrap, accept_survives_emfile) {
+  setenv("SNAPCCL_DEBUG", "WARN", 1);
+  snapccl_env_reload();
+  ncclUniqueId id;
+  cr_assert_eq(snapccl_bootstrap_create_root(&id), ncclSuccess);
+  struct fd_famine f;
+  int token = stderr_capture_begin();
+  run_forked_hook(&id, 2, rank_small, 8, starve_fds, &f);
+  pthread_join(f.releaser, NULL);
+  char* log = stderr_capture_end(token);
+  unsetenv("SNAPCCL_DEBUG");
+  snapccl_env_reload();
+  cr_assert(strstr(log, "Too many open files") != NULL, "the root never met EMFILE:\n%s", log);
   free(log);
 }

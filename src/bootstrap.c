@@ -122,7 +122,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
     if (res != ncclSuccess) SNAP_FAIL(res, "%s", reason);
     const struct ident* id = &c.m.u.id;
     if (id->from < 0 || id->from >= b->nranks) {
-      snapccl_bs_refuse(&b->acc, c.fd, c.peer, "sender rank out of range");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, REFUSE_SILENT, "sender rank out of range");
       continue;
     }
     if (c.m.h.type == MSG_RING_HELLO) {
@@ -130,7 +130,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
         b->prev_fd = c.fd;
         return ncclSuccess;
       }
-      snapccl_bs_refuse(&b->acc, c.fd, c.peer, "unexpected ring connection");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, REFUSE_SILENT, "unexpected ring connection");
       continue;
     }
     size_t len = (size_t)(c.m.h.len - sizeof(struct ident));
@@ -174,28 +174,52 @@ static ncclResult_t expect_hdr(const struct wire_hdr* h, uint32_t type, uint64_t
   return ncclSuccess;
 }
 
-/* Registers with the root and receives every rank's listener address. */
-static ncclResult_t rendezvous(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
-                               const union snapccl_sockaddr* me) {
+/* The root's MSG_REFUSE after header h: its reason becomes ours (retry: 1). */
+static ncclResult_t read_refusal(struct snapccl_bootstrap* b, int fd, const struct wire_hdr* h,
+                                 int64_t deadline, const char* what, int* retry) {
+  struct refuse r;
+  char text[MAX_REFUSE_TEXT + 1];
+  *retry = 0;
+  if (h->len < sizeof r || h->len > sizeof r + MAX_REFUSE_TEXT)
+    SNAP_FAIL(ncclRemoteError, "%s: the root refused this rank, with a malformed reason (%llu "
+              "bytes)", what, (unsigned long long)h->len);
+  size_t n = (size_t)h->len - sizeof r;
+  SNAP_CHECK(snapccl_socket_recv_all(fd, &r, sizeof r, deadline, b->abort_fd, what));
+  SNAP_CHECK(snapccl_socket_recv_all(fd, text, n, deadline, b->abort_fd, what));
+  text[n] = 0;
+  for (size_t i = 0; i < n; i++)
+    if (text[i] < 0x20 || text[i] > 0x7e) text[i] = '?'; /* it ends up in logs */
+  if (r.code == REFUSE_RETRY) {
+    *retry = 1;
+    INFO(SUB_BOOT, "%s: the root asks to connect again: %s", what, text);
+    return ncclSuccess;
+  }
+  SNAP_FAIL(r.code == REFUSE_GAVE_UP ? ncclRemoteError : ncclInvalidUsage,
+            "%s: the root refused this rank: %s", what, text);
+}
+
+/* One connection to the root: HELLO out, then the table (or a refusal) in. */
+static ncclResult_t rendezvous_once(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
+                                    const struct hello* h, int64_t deadline, int* retry) {
   char what[256], s[80];
   int fd = -1;
-  snprintf(what, sizeof what, "%s: connect to the root %s", b->role,
-           snapccl_sockaddr_str(root, s, sizeof s));
+  snprintf(what, sizeof what, "%s: connect to the root %s (a root stops listening once "
+           "its rendezvous has ended or given up)", b->role, snapccl_sockaddr_str(root, s, sizeof s));
   SNAP_CHECK(snapccl_socket_connect(root, snapccl_socket_deadline(), b->abort_fd, &fd, what));
 
-  struct hello h = {{b->nonce[0], b->nonce[1]}, b->rank, b->nranks, {0}};
-  snapccl_sockaddr_to_wire(me, &h.listen);
   struct wire_hdr th;
   struct snapccl_wire_addr* table = NULL;
   size_t tlen = (size_t)b->nranks * sizeof *table;
   ncclResult_t res = ncclSuccess;
   snprintf(what, sizeof what, "%s: send HELLO to the root %s", b->role, s);
-  SNAP_CHECK_GOTO(send_msg(b, fd, MSG_HELLO, &h, sizeof h, NULL, 0, what), res, out);
-  /* This wait lasts until the last rank arrives: one timeout from our HELLO. */
+  SNAP_CHECK_GOTO(send_msg(b, fd, MSG_HELLO, h, sizeof *h, NULL, 0, what), res, out);
   snprintf(what, sizeof what, "%s: wait for the address table from the root %s (all %d ranks "
            "must arrive)", b->role, s, b->nranks);
-  int64_t deadline = snapccl_socket_deadline();
   SNAP_CHECK_GOTO(snapccl_socket_recv_all(fd, &th, sizeof th, deadline, b->abort_fd, what), res, out);
+  if (th.magic == WIRE_MAGIC && th.type == MSG_REFUSE) {
+    res = read_refusal(b, fd, &th, deadline, what, retry);
+    goto out;
+  }
   SNAP_CHECK_GOTO(expect_hdr(&th, MSG_TABLE, tlen, what), res, out);
   table = malloc(tlen);
   if (!table) {
@@ -213,6 +237,26 @@ out:
   free(table);
   close(fd);
   return res;
+}
+
+/* Registers with the root and receives every rank's listener address. A root that
+ * evicted us (its pending set was full of idle connections) asks us to come again. */
+static ncclResult_t rendezvous(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
+                               const union snapccl_sockaddr* me) {
+  struct hello h = {{b->nonce[0], b->nonce[1]}, b->rank, b->nranks, {0}};
+  snapccl_sockaddr_to_wire(me, &h.listen);
+  /* The table comes when the last rank arrives: one timeout from our first HELLO. */
+  int64_t deadline = snapccl_socket_deadline();
+  for (;;) {
+    int retry = 0;
+    ncclResult_t res = rendezvous_once(b, root, &h, deadline, &retry);
+    if (res != ncclSuccess || !retry) return res;
+    if (snapccl_now_ms() >= deadline)
+      SNAP_FAIL(ncclRemoteError, "%s: the root kept asking to connect again until the timeout "
+                "(SNAPCCL_BOOTSTRAP_TIMEOUT=%g s)", b->role, snapccl_env()->bootstrap_timeout_s);
+    struct pollfd p = {.fd = b->abort_fd, .events = POLLIN};
+    if (poll(&p, 1, 10) > 0) SNAP_FAIL(ncclRemoteError, "%s: rendezvous aborted", b->role);
+  }
 }
 
 /* Connects to the next rank's listener and takes the previous rank's connection. */

@@ -14,7 +14,7 @@
 
 const char* snapccl_bs_type_name(uint32_t t) {
   static const char* const names[] = {"?", "HELLO", "TABLE", "RING_HELLO", "P2P",
-                                      "ALLGATHER", "BCAST", "BARRIER"};
+                                      "ALLGATHER", "BCAST", "BARRIER", "REFUSE"};
   return t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
@@ -32,8 +32,7 @@ ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* ro
   return ncclSuccess;
 }
 
-/* Logs the refusals not logged one by one yet, with their count. */
-static void refusals_flush(struct acceptor* a) {
+void snapccl_bs_refusals_flush(struct acceptor* a) {
   if (!a->unlogged) return;
   WARN("%s: refused %llu more bootstrap connections (%llu in all; the latest: %s)", a->role,
        a->unlogged, a->refused, a->last_refusal);
@@ -41,7 +40,7 @@ static void refusals_flush(struct acceptor* a) {
 }
 
 void snapccl_bs_acceptor_free(struct acceptor* a) {
-  refusals_flush(a); /* before the listener closes: a closed port means all is logged */
+  snapccl_bs_refusals_flush(a); /* before the listener closes: all is logged then */
   for (int i = 0; i < a->n; i++) close(a->p[i].fd);
   if (a->fd >= 0) close(a->fd);
   free(a->p);
@@ -52,7 +51,30 @@ void snapccl_bs_acceptor_free(struct acceptor* a) {
 
 /* Anyone who can reach the port can make us refuse, as often as they like: the first
  * refusals are logged one by one, later ones as one line per interval with a count. */
-void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, const char* why) {
+void snapccl_bs_send_refusal(int fd, enum refuse_code code, const char* why) {
+  struct {
+    struct wire_hdr h;
+    struct refuse r;
+    char text[MAX_REFUSE_TEXT];
+  } m;
+  size_t n = strlen(why);
+  if (n > MAX_REFUSE_TEXT) n = MAX_REFUSE_TEXT;
+  m.h = (struct wire_hdr){WIRE_MAGIC, MSG_REFUSE, sizeof m.r + n};
+  m.r = (struct refuse){code, 0};
+  memcpy(m.text, why, n);
+  /* A few hundred bytes into an empty socket buffer: this never blocks, and a peer
+   * that left gets nothing. */
+  (void)send(fd, &m, sizeof m.h + sizeof m.r + n, MSG_DONTWAIT | MSG_NOSIGNAL);
+  /* Unread input would make close() reset the connection and drop the message. */
+  char sink[512];
+  while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+  }
+  shutdown(fd, SHUT_WR);
+}
+
+void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, enum refuse_code code,
+                       const char* why) {
+  if (a->tell_refused && code != REFUSE_SILENT) snapccl_bs_send_refusal(fd, code, why);
   close(fd);
   a->refused++;
   snprintf(a->last_refusal, sizeof a->last_refusal, "from %s: %s", peer, why);
@@ -65,13 +87,13 @@ void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, const char*
   }
   a->unlogged++;
   if (snapccl_now_ms() >= a->next_log_ms) {
-    refusals_flush(a);
+    snapccl_bs_refusals_flush(a);
     a->next_log_ms = snapccl_now_ms() + REFUSE_LOG_INTERVAL_MS;
   }
 }
 
-static void pending_drop(struct acceptor* a, int i, const char* why) {
-  snapccl_bs_refuse(a, a->p[i].fd, a->p[i].peer, why);
+static void pending_drop(struct acceptor* a, int i, enum refuse_code code, const char* why) {
+  snapccl_bs_refuse(a, a->p[i].fd, a->p[i].peer, code, why);
   a->p[i] = a->p[--a->n];
 }
 
@@ -82,7 +104,7 @@ static int pending_evict_oldest(struct acceptor* a) {
   for (int i = 0; i < a->n; i++)
     if (a->p[i].got < a->p[i].want && (old < 0 || a->p[i].seq < a->p[old].seq)) old = i;
   if (old < 0) return 0;
-  pending_drop(a, old, "evicted: too many connections without a complete first message");
+  pending_drop(a, old, REFUSE_RETRY, "evicted: too many connections without a complete first message");
   return 1;
 }
 
@@ -111,7 +133,7 @@ static int64_t prefix_deadline(void) {
 
 /* Size of the fixed part that follows a header, or 0 with *why if the header is bad. */
 static size_t fixed_size(const struct acceptor* a, const struct wire_hdr* h, const char** why) {
-  if (h->magic != WIRE_MAGIC) return *why = "bad magic (not a snapccl bootstrap peer)", 0;
+  if (h->magic != WIRE_MAGIC) return *why = NULL, 0; /* not our protocol: nothing to tell */
   if (h->type >= 32 || !(a->allowed & (1u << h->type))) return *why = "unexpected message type", 0;
   switch (h->type) {
     case MSG_HELLO:
@@ -136,7 +158,8 @@ static void pending_read(struct acceptor* a, int i) {
     if (k < 0 && errno == EINTR) continue;
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (k <= 0) {
-      pending_drop(a, i, k == 0 ? "closed before a complete message (truncated)" : strerror(errno));
+      pending_drop(a, i, REFUSE_SILENT,
+                   k == 0 ? "closed before a complete message (truncated)" : strerror(errno));
       return;
     }
     c->got += (size_t)k;
@@ -144,7 +167,8 @@ static void pending_read(struct acceptor* a, int i) {
       const char* why = NULL;
       size_t f = fixed_size(a, &c->m.h, &why);
       if (!f) {
-        pending_drop(a, i, why);
+        if (why) pending_drop(a, i, REFUSE_FATAL, why);
+        else pending_drop(a, i, REFUSE_SILENT, "bad magic (not a snapccl bootstrap peer)");
         return;
       }
       c->want += f;
@@ -152,7 +176,8 @@ static void pending_read(struct acceptor* a, int i) {
   }
   /* Both HELLO and ident start with the nonce. */
   if (memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
-    pending_drop(a, i, "wrong nonce (belongs to another unique id)");
+    pending_drop(a, i, REFUSE_FATAL, "wrong nonce: this root serves another unique id (the "
+                 "id's own root is gone: used up, given up, or its process exited)");
 }
 
 static int pending_complete(const struct pending_conn* c) {
@@ -175,7 +200,8 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
     }
     int64_t now = snapccl_now_ms(), wake = deadline;
     for (int i = a->n - 1; i >= 0; i--) {
-      if (a->p[i].deadline <= now) pending_drop(a, i, "no complete message before the timeout");
+      if (a->p[i].deadline <= now)
+        pending_drop(a, i, REFUSE_RETRY, "no complete first message within its deadline");
       else if (a->p[i].deadline < wake) wake = a->p[i].deadline;
     }
     if (now >= deadline) {

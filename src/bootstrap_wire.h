@@ -19,6 +19,7 @@ enum msg_type {
   MSG_ALLGATHER,  /* ring data; the type catches ranks calling different collectives */
   MSG_BCAST,
   MSG_BARRIER,
+  MSG_REFUSE, /* root -> rank: why it is not admitted (struct refuse, then the text) */
 };
 #define MAX_P2P_BYTES ((uint64_t)1 << 30) /* largest tagged message we allocate for */
 #define MAX_RANKS (1 << 20)
@@ -59,6 +60,21 @@ struct ident {
 _Static_assert(sizeof(struct wire_hdr) == 16 && sizeof(struct hello) == 48 &&
                sizeof(struct ident) == 24, "wire layout");
 
+/* What a refused rank is told (MSG_REFUSE's fixed part; up to MAX_REFUSE_TEXT bytes of
+ * text follow, not terminated). */
+enum refuse_code {
+  REFUSE_SILENT = 0, /* not sent: the peer did not speak our protocol, or left */
+  REFUSE_FATAL,      /* this rank cannot join: ncclInvalidUsage with the text */
+  REFUSE_RETRY,      /* evicted or too slow: connect again */
+  REFUSE_GAVE_UP,    /* the root gave up waiting for other ranks: ncclRemoteError */
+};
+struct refuse {
+  uint32_t code;
+  uint32_t pad;
+};
+#define MAX_REFUSE_TEXT 200
+_Static_assert(sizeof(struct refuse) == 8, "wire layout");
+
 struct prefix {
   struct wire_hdr h;
   union {
@@ -82,6 +98,7 @@ struct acceptor {
   char role[24]; /* "root" or "rank 3", for logs */
   uint64_t nonce[2];
   unsigned allowed; /* bit (1u << type) per message type a connection may open with */
+  int tell_refused;  /* send MSG_REFUSE to refused peers (the root: its peers are ranks) */
   struct pending_conn* p;
   int n;
   uint64_t seq;
@@ -99,8 +116,14 @@ const char* snapccl_bs_type_name(uint32_t t);
 ncclResult_t snapccl_bs_acceptor_init(struct acceptor* a, int fd, const char* role,
                                       const uint64_t nonce[2], unsigned allowed);
 void snapccl_bs_acceptor_free(struct acceptor* a);
-/* Refusing a peer is not a failure of ours: log it (rate-limited), close, carry on. */
-void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, const char* why);
+/* Refusing a peer is not a failure of ours: tell it why (if the acceptor tells and the
+ * code is not silent), log it (rate-limited), close, carry on. */
+void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, enum refuse_code code,
+                       const char* why);
+/* Sends MSG_REFUSE on fd without waiting (best effort: the peer may be gone). */
+void snapccl_bs_send_refusal(int fd, enum refuse_code code, const char* why);
+/* Logs the refusals counted but not logged yet. */
+void snapccl_bs_refusals_flush(struct acceptor* a);
 /* The oldest connection that presented a complete, well-formed prefix with the right
  * nonce; its fd becomes the caller's. On failure writes the reason. */
 ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int abort_fd,

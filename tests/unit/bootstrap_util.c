@@ -67,6 +67,21 @@ char* stderr_capture_end(int token) {
   return text;
 }
 
+void stderr_capture_wait(int token, const char* needle) {
+  int fd = token >> 16;
+  for (double end = now_s() + 5.0;; sleep_ms(10)) {
+    fflush(stderr);
+    off_t n = lseek(fd, 0, SEEK_END);
+    char* text = calloc(1, (size_t)n + 1);
+    cr_assert_not_null(text);
+    cr_assert_eq(pread(fd, text, (size_t)n, 0), n);
+    int found = strstr(text, needle) != NULL;
+    free(text);
+    if (found) return;
+    cr_assert_lt(now_s(), end, "\"%s\" was not logged", needle);
+  }
+}
+
 int count_of(const char* text, const char* needle) {
   int n = 0;
   for (const char* p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
@@ -436,18 +451,4 @@ int raw_connect_to(const struct wire_addr* w) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   cr_assert_eq(connect(fd, (struct sockaddr*)&a, sizeof a), 0, "%s", strerror(errno));
   return fd;
-}
-
-void wait_root_gone(const ncclUniqueId* id) {
-  struct snapccl_unique_id u = id_fields(id);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = u.port};
-  memcpy(&a.sin_addr, u.addr, 4);
-  for (double end = now_s() + 5.0;; sleep_ms(10)) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    int r = connect(fd, (struct sockaddr*)&a, sizeof a), e = errno;
-    close(fd);
-    if (r != 0 && e == ECONNREFUSED) return;
-    cr_assert_lt(now_s(), end, "the root still listens");
-  }
 }

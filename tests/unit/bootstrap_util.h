@@ -37,6 +37,8 @@ void setup(void);
  * stderr_capture_end, which returns it (caller frees). */
 int stderr_capture_begin(void);
 char* stderr_capture_end(int token);
+/* Waits (at most 5 s) until what was captured so far contains needle. */
+void stderr_capture_wait(int token, const char* needle);
 /* Occurrences of needle in text. */
 int count_of(const char* text, const char* needle);
 
@@ -101,7 +103,5 @@ int raw_listen(struct sockaddr_in* a);
 int raw_accept(int lfd);
 void raw_read(int fd, void* buf, size_t n);
 int raw_connect_to(const struct wire_addr* w);
-/* Waits (at most 5 s) until nothing listens at the id's root any more. */
-void wait_root_gone(const ncclUniqueId* id);
 
 #endif

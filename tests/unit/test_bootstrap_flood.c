@@ -103,7 +103,7 @@ Test(bootstrap, refusals_logged_with_a_count) {
     close(fd);
   }
   run_forked(&id, 2, rank_small, 20);
-  wait_root_gone(&id); /* the root has logged its last count */
+  stderr_capture_wait(token, "in all;"); /* the count, logged when the rendezvous ends */
   char* log = stderr_capture_end(token);
   unsetenv("SNAPCCL_DEBUG");
   snapccl_env_reload();

@@ -212,7 +212,13 @@ static ncclResult_t rendezvous_once(struct snapccl_bootstrap* b, const union sna
   size_t tlen = (size_t)b->nranks * sizeof *table;
   ncclResult_t res = ncclSuccess;
   snprintf(what, sizeof what, "%s: send HELLO to the root %s", b->role, s);
-  SNAP_CHECK_GOTO(send_msg(b, fd, MSG_HELLO, h, sizeof *h, NULL, 0, what), res, out);
+  res = send_msg(b, fd, MSG_HELLO, h, sizeof *h, NULL, 0, what);
+  /* The root closes a connection before reading it only when it evicted it: again. */
+  if (res == ncclRemoteError && !snapccl_aborted(b->abort_fd)) {
+    *retry = 1;
+    res = ncclSuccess;
+  }
+  if (res != ncclSuccess || *retry) goto out;
   snprintf(what, sizeof what, "%s: wait for the address table from the root %s (all %d ranks "
            "must arrive)", b->role, s, b->nranks);
   SNAP_CHECK_GOTO(snapccl_socket_recv_all(fd, &th, sizeof th, deadline, b->abort_fd, what), res, out);

@@ -109,9 +109,10 @@ static int pending_evict_oldest(struct acceptor* a) {
 }
 
 /* Out of descriptors (EMFILE/ENFILE) or kernel memory (ENOBUFS/ENOMEM): a passing
- * condition of this process, perhaps caused by a flood, not a failure of the
- * rendezvous. Free a slot if an idle connection holds one, rest the listener briefly,
- * go on. 0 if errno is no such condition. */
+ * condition of this process, not a failure of the rendezvous. Rest the listener
+ * briefly and go on; the connection waits in the backlog. (Evicting a pending one to
+ * free its descriptor would mostly evict honest ranks accepted a moment earlier: idle
+ * ones give theirs back at their own deadline.) 0 if errno is no such condition. */
 static int accept_exhausted(struct acceptor* a, int err) {
   if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return 0;
   int64_t now = snapccl_now_ms();
@@ -121,7 +122,6 @@ static int accept_exhausted(struct acceptor* a, int err) {
          "failures so far)", a->role, strerror(err), ACCEPT_BACKOFF_MS, a->accept_failures);
     a->accept_next_log_ms = now + REFUSE_LOG_INTERVAL_MS;
   }
-  pending_evict_oldest(a);
   a->accept_resume_ms = now + ACCEPT_BACKOFF_MS;
   return 1;
 }

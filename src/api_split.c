@@ -113,7 +113,12 @@ NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
     SNAP_FAIL(ncclInvalidArgument, "unknown shrink flags 0x%x", shrinkFlags);
   if (config) SNAP_CHECK(snapccl_config_parse(config, &cfg));
   else cfg = p->config;
-  snapccl_comm_wait_init(p);
+  /* NCCL's answer to a parent still initializing (ncclCommEnsureReady), not a wait that
+   * might never end (its init may be deferred to this very thread's ncclGroupEnd). A
+   * parent in error state is what a shrink is for: that one goes on. */
+  if (atomic_load(&p->init_busy) != INIT_SETTLED || atomic_load(&p->async_state) == ncclInProgress)
+    SNAP_FAIL(ncclInvalidArgument, "communicator %p is still initializing (non-blocking init, or "
+              "an init deferred to ncclGroupEnd); shrink it once it is ready", (void*)comm);
 
   int n = p->nranks;
   char* excluded = calloc((size_t)n, 1);

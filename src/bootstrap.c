@@ -12,6 +12,7 @@
 #include "bootstrap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -57,7 +58,7 @@ int snapccl_bootstrap_nranks(const struct snapccl_bootstrap* b) { return b->nran
 
 static ncclResult_t check_usable(struct snapccl_bootstrap* b, const char* op) {
   if (!b) SNAP_FAIL(ncclInvalidArgument, "%s on a NULL bootstrap", op);
-  if (__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE))
+  if (__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE) || snapccl_aborted(b->abort_fd))
     SNAP_FAIL(ncclRemoteError, "%s: %s after the bootstrap was aborted", b->role, op);
   return ncclSuccess;
 }
@@ -305,6 +306,11 @@ static ncclResult_t init_steps(struct snapccl_bootstrap* b, const struct snapccl
 
 ncclResult_t snapccl_bootstrap_init(const ncclUniqueId* id, int rank, int nranks,
                                     struct snapccl_bootstrap** out) {
+  return snapccl_bootstrap_init_abortable(id, rank, nranks, -1, out);
+}
+
+ncclResult_t snapccl_bootstrap_init_abortable(const ncclUniqueId* id, int rank, int nranks,
+                                              int abort_fd, struct snapccl_bootstrap** out) {
   if (!out) SNAP_FAIL(ncclInvalidArgument, "bootstrap output pointer is NULL");
   *out = NULL;
   SNAP_CHECK(snapccl_bootstrap_check_id(id));
@@ -323,9 +329,14 @@ ncclResult_t snapccl_bootstrap_init(const ncclUniqueId* id, int rank, int nranks
   snprintf(b->role, sizeof b->role, "rank %d", rank);
   pthread_mutex_init(&b->ring_lock, NULL);
   pthread_mutex_init(&b->recv_lock, NULL);
-  b->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  /* A duplicate of the owner's eventfd is the same object: a signal through either
+   * reaches every wait, and each side closes its own descriptor. */
+  b->abort_fd = abort_fd >= 0 ? fcntl(abort_fd, F_DUPFD_CLOEXEC, 0)
+                              : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (b->abort_fd < 0) {
-    ncclResult_t res = snapccl_error(ncclSystemError, __func__, "eventfd failed: %s", strerror(errno));
+    ncclResult_t res = snapccl_error(ncclSystemError, __func__, "%s failed: %s",
+                                     abort_fd >= 0 ? "dup of the abort eventfd" : "eventfd",
+                                     strerror(errno));
     snapccl_bootstrap_destroy(b);
     return res;
   }

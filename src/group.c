@@ -70,7 +70,9 @@ ncclResult_t snapccl_group_defer_coll(const struct snapccl_coll* coll) {
 
 static void* init_thread(void* arg) {
   struct deferred_init* d = arg;
-  d->result = snapccl_comm_init(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
+  /* Settles the communicator: from here on it may be gone (the application may have
+   * let go of it), so nothing here touches d->comm after this call. */
+  d->result = snapccl_comm_run_init(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
   return NULL;
 }
 
@@ -90,15 +92,14 @@ static ncclResult_t run_inits(int* in_progress) {
     } else if (pthread_create(&d->thread, NULL, init_thread, d) != 0) {
       d->thread = 0;
       d->result = snapccl_error(ncclSystemError, __func__, "pthread_create failed");
+      snapccl_comm_settle_failed(d->comm, d->result);
     }
   }
   for (int i = 0; i < n; i++) {
     struct deferred_init* d = &t_inits[i];
     if (d->thread) pthread_join(d->thread, NULL);
-    if (d->result != ncclSuccess && d->result != ncclInProgress) {
-      atomic_store(&d->comm->async_state, (int)d->result);
-      if (res == ncclSuccess) res = d->result;
-    }
+    if (d->result != ncclSuccess && d->result != ncclInProgress && res == ncclSuccess)
+      res = d->result;
   }
   t_ninits = 0;
   return res;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "comm.h"
 #include "env.h"
@@ -35,4 +36,54 @@ Test(shrink, tag_stays_in_range) {
                   seqs[i] + 1);
   }
   for (unsigned s = 0; s < 70000; s++) cr_assert_geq(snapccl_shrink_tag(s), 0, "shrink %u", s);
+}
+
+/* ---- ncclCommAbort of an init in progress ---- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static void long_bootstrap_timeout(void) {
+  setup();
+  setenv("SNAPCCL_BOOTSTRAP_TIMEOUT", "30", 1);
+  snapccl_env_reload();
+}
+
+TestSuite(abort, .init = long_bootstrap_timeout, .timeout = 60);
+
+/* ncclCommInitRank's path after its argument checks and cudaGetDevice (which fails on
+ * a machine without a CUDA driver): the communicator, its handle, its init. */
+static ncclResult_t create(ncclComm_t* c, const ncclUniqueId* id, int nranks, int rank,
+                           int blocking) {
+  struct snapccl_config cfg;
+  cr_assert_eq(snapccl_config_parse(NULL, &cfg), ncclSuccess);
+  cfg.blocking = blocking;
+  return snapccl_comm_create(c, id, nranks, rank, &cfg, 0);
+}
+
+/* A non-blocking init whose peer never comes waits at the root; the abort cancels it
+ * (the rendezvous runs before any CUDA call, so no GPU is needed). The abort used to
+ * return only when the 30 s bootstrap timeout ended the init. */
+Test(abort, cancels_nonblocking_init) {
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL;
+  cr_assert_eq(create(&c, &id, 2, 0, 0), ncclInProgress, "%s", ncclGetLastError(NULL));
+  sleep_ms(200);
+  ncclResult_t st = ncclSuccess;
+  cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclSuccess);
+  cr_assert_eq(st, ncclInProgress, "the init ended without its peer");
+  double t0 = now_s();
+  cr_assert_eq(ncclCommAbort(c), ncclSuccess, "%s", ncclGetLastError(NULL));
+  double dt = now_s() - t0;
+  cr_assert_lt(dt, 5.0, "ncclCommAbort took %.1f s (the bootstrap timeout is 30 s)", dt);
+  cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclInvalidArgument, "the handle survived the abort");
 }

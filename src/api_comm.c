@@ -215,8 +215,6 @@ out:
   return res;
 }
 
-static double destroy_bound_s(void) { return (double)snapccl_env()->timeout_ms / 1000.0 + 1.0; }
-
 /* NCCL's answer to a destroy or finalize while the init runs: ncclInvalidArgument (its
  * ncclCommEnsureReady), rather than a wait that may not end. */
 static ncclResult_t check_settled(struct snapccl_comm* c, ncclComm_t comm, const char* func) {
@@ -227,18 +225,20 @@ static ncclResult_t check_settled(struct snapccl_comm* c, ncclComm_t comm, const
                        "ncclCommAbort", (void*)comm);
 }
 
+/* Inside a group, NCCL's Destroy, Abort and Finalize are group operations too: they
+ * take effect at the outermost ncclGroupEnd (src/group.c runs them after the group's
+ * inits, so also for a communicator whose own init is deferred there). */
+
 NCCL_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm) {
   if (!comm) return ncclSuccess; /* as NCCL */
   struct snapccl_comm* c = snapccl_registry_find(comm);
   ncclComm_t rh;
   ncclResult_t r = ncclSuccess;
-  if (c) {
+  if (c && snapccl_group_depth() > 0) {
+    r = snapccl_group_defer_end(c, SNAPCCL_END_FINALIZE);
+  } else if (c) {
     SNAP_CHECK(check_settled(c, comm, __func__));
-    if (snapccl_transport_quiesce(c, destroy_bound_s()) != 0)
-      r = snapccl_error(ncclRemoteError, __func__, "kernels of communicator %p did not finish",
-                        (void*)comm);
-    atomic_store(&c->finalized, 1);
-    snapccl_transport_poll_error(c);
+    r = snapccl_comm_finalize(c, __func__);
   }
   if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommFinalize(rh));
   if (!c) SNAP_CHECK(snapccl_comm_get(comm, __func__, &c)); /* reports the bad handle */
@@ -252,10 +252,13 @@ NCCL_API(ncclResult_t, ncclCommDestroy, ncclComm_t comm) {
   struct snapccl_comm* c = snapccl_registry_find(comm);
   if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
                             (void*)comm);
-  if (c) SNAP_CHECK(check_settled(c, comm, __func__));
+  int in_group = snapccl_group_depth() > 0;
+  if (c && !in_group) SNAP_CHECK(check_settled(c, comm, __func__));
   /* Our kernels go first: they may use the real communicator's buffers no more, but the
    * memory they spin on is ours. */
-  if (c && snapccl_registry_remove(comm) == c) snapccl_comm_release(c, SNAPCCL_END_DESTROY);
+  if (c && snapccl_registry_remove(comm) == c &&
+      (!in_group || snapccl_group_defer_end(c, SNAPCCL_END_DESTROY) != ncclSuccess))
+    snapccl_comm_release(c, SNAPCCL_END_DESTROY);
   return fwd ? snapccl_forwarded(snapccl_real()->ncclCommDestroy(rh)) : ncclSuccess;
 }
 
@@ -267,8 +270,12 @@ NCCL_API(ncclResult_t, ncclCommAbort, ncclComm_t comm) {
   if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
                             (void*)comm);
   if (c) {
-    snapccl_comm_signal_abort(c); /* kernels, and an init still running, stop */
-    if (snapccl_registry_remove(comm) == c) snapccl_comm_release(c, SNAPCCL_END_ABORT);
+    /* At once, in a group too (as NCCL sets its abort flags): kernels, and an init
+     * still running or deferred, stop. */
+    snapccl_comm_signal_abort(c);
+    if (snapccl_registry_remove(comm) == c &&
+        (snapccl_group_depth() == 0 || snapccl_group_defer_end(c, SNAPCCL_END_ABORT) != ncclSuccess))
+      snapccl_comm_release(c, SNAPCCL_END_ABORT);
   }
   return fwd ? snapccl_forwarded(snapccl_real()->ncclCommAbort(rh)) : ncclSuccess;
 }

@@ -232,6 +232,17 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
+ncclResult_t snapccl_comm_finalize(struct snapccl_comm* c, const char* func) {
+  ncclResult_t r = ncclSuccess;
+  if (atomic_load(&c->init_busy) == INIT_SETTLED &&
+      snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0)
+    r = snapccl_error(ncclRemoteError, func, "kernels of communicator %p did not finish",
+                      (void*)c);
+  atomic_store(&c->finalized, 1);
+  snapccl_transport_poll_error(c);
+  return r;
+}
+
 void snapccl_comm_signal_abort(struct snapccl_comm* c) {
   atomic_store(&c->aborted, 1);
   snapccl_transport_abort(c);

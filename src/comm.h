@@ -149,6 +149,9 @@ void snapccl_comm_settle_failed(struct snapccl_comm* comm, ncclResult_t res);
  * frees it, or, while its init is busy, leaves that to the init's runner. An abort
  * first waits up to 1 s for the init, which the abort cancels, to settle. */
 void snapccl_comm_release(struct snapccl_comm* comm, enum snapccl_end how);
+/* ncclCommFinalize's work: waits (bounded by the timeout) for this communicator's
+ * kernels and marks it finalized; a busy one has run none. */
+ncclResult_t snapccl_comm_finalize(struct snapccl_comm* comm, const char* func);
 /* ncclCommAbort's first step: the abort word for kernels, the eventfd for the bootstrap
  * (of an init still running, too), the flag for everyone else. */
 void snapccl_comm_signal_abort(struct snapccl_comm* comm);

@@ -87,3 +87,95 @@ Test(abort, cancels_nonblocking_init) {
   cr_assert_lt(dt, 5.0, "ncclCommAbort took %.1f s (the bootstrap timeout is 30 s)", dt);
   cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclInvalidArgument, "the handle survived the abort");
 }
+
+/* ---- the end of a communicator whose init is deferred to the open group ---- */
+
+static void short_bootstrap_timeout(void) {
+  setup();
+  setenv("SNAPCCL_BOOTSTRAP_TIMEOUT", "1", 1);
+  snapccl_env_reload();
+}
+
+TestSuite(in_group, .init = short_bootstrap_timeout, .timeout = 30);
+
+/* NCCL's Destroy inside a group takes effect at the group's end; here the init, which
+ * is deferred to that same end, runs first (and fails: rank 1 never comes), then the
+ * communicator is destroyed. Destroy used to wait for that init for ever. */
+Test(in_group, destroy_waits_for_group_end) {
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL;
+  cr_assert_eq(ncclGroupStart(), ncclSuccess);
+  cr_assert_eq(create(&c, &id, 2, 0, 1), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommDestroy(c), ncclSuccess, "%s", ncclGetLastError(NULL));
+  ncclResult_t st;
+  cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclInvalidArgument, "the handle outlived Destroy");
+  cr_assert_eq(ncclCommDestroy(c), ncclInvalidArgument, "destroyed twice");
+  cr_assert_eq(ncclGroupEnd(), ncclRemoteError, "%s", ncclGetLastError(NULL));
+}
+
+/* Abort inside the group: at once for the init (it never starts its rendezvous), the
+ * rest at the group's end, which has nothing to report. */
+Test(in_group, abort_cancels_deferred_init) {
+  setenv("SNAPCCL_BOOTSTRAP_TIMEOUT", "20", 1);
+  snapccl_env_reload();
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL;
+  cr_assert_eq(ncclGroupStart(), ncclSuccess);
+  cr_assert_eq(create(&c, &id, 2, 0, 1), ncclSuccess, "%s", ncclGetLastError(NULL));
+  double t0 = now_s();
+  cr_assert_eq(ncclCommAbort(c), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclGroupEnd(), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_lt(now_s() - t0, 5.0, "the aborted init ran into the 20 s bootstrap timeout");
+  ncclResult_t st;
+  cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclInvalidArgument, "the handle outlived Abort");
+}
+
+/* Finalize inside the group, then Destroy: both at the group's end, in that order. */
+Test(in_group, finalize_then_destroy) {
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL;
+  cr_assert_eq(ncclGroupStart(), ncclSuccess);
+  cr_assert_eq(create(&c, &id, 2, 0, 1), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommFinalize(c), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommDestroy(c), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclGroupEnd(), ncclRemoteError, "%s", ncclGetLastError(NULL));
+}
+
+/* A shrink needs its parent ready, which an init deferred to this group's end cannot
+ * be before it: NCCL would start the child next to the parent's init (its
+ * ncclCommEnsureReady sees no error yet); here it is refused, saying why. */
+Test(in_group, shrink_of_pending_parent_refused) {
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL, child = NULL;
+  int exclude[1] = {1};
+  cr_assert_eq(ncclGroupStart(), ncclSuccess);
+  cr_assert_eq(create(&c, &id, 2, 0, 1), ncclSuccess, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommShrink(c, exclude, 1, &child, NULL, NCCL_SHRINK_DEFAULT), ncclInvalidArgument);
+  cr_assert(strstr(ncclGetLastError(NULL), "still initializing") != NULL, "%s",
+            ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommAbort(c), ncclSuccess);
+  cr_assert_eq(ncclGroupEnd(), ncclSuccess, "%s", ncclGetLastError(NULL));
+}
+
+/* Outside a group, NCCL answers Destroy and Finalize of a communicator still
+ * initializing with ncclInvalidArgument (and the handle stays valid). */
+Test(in_group, destroy_of_nonblocking_init_refused) {
+  setenv("SNAPCCL_BOOTSTRAP_TIMEOUT", "20", 1);
+  snapccl_env_reload();
+  ncclUniqueId id;
+  cr_assert_eq(ncclGetUniqueId(&id), ncclSuccess);
+  ncclComm_t c = NULL;
+  cr_assert_eq(create(&c, &id, 2, 0, 0), ncclInProgress, "%s", ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommDestroy(c), ncclInvalidArgument);
+  cr_assert(strstr(ncclGetLastError(NULL), "still initializing") != NULL, "%s",
+            ncclGetLastError(NULL));
+  cr_assert_eq(ncclCommFinalize(c), ncclInvalidArgument);
+  ncclResult_t st;
+  cr_assert_eq(ncclCommGetAsyncError(c, &st), ncclSuccess);
+  cr_assert_eq(st, ncclInProgress);
+  cr_assert_eq(ncclCommAbort(c), ncclSuccess);
+}

@@ -178,24 +178,21 @@ static ncclResult_t expect_hdr(const struct wire_hdr* h, uint32_t type, uint64_t
 /* The root's MSG_REFUSE after header h: its reason becomes ours (retry: 1). */
 static ncclResult_t read_refusal(struct snapccl_bootstrap* b, int fd, const struct wire_hdr* h,
                                  int64_t deadline, const char* what, int* retry) {
-  struct refuse r;
-  char text[MAX_REFUSE_TEXT + 1];
+  char body[sizeof(struct refuse) + MAX_REFUSE_TEXT], text[MAX_REFUSE_TEXT + 1];
+  enum refuse_code code;
   *retry = 0;
-  if (h->len < sizeof r || h->len > sizeof r + MAX_REFUSE_TEXT)
+  if (h->len > sizeof body)
     SNAP_FAIL(ncclRemoteError, "%s: the root refused this rank, with a malformed reason (%llu "
               "bytes)", what, (unsigned long long)h->len);
-  size_t n = (size_t)h->len - sizeof r;
-  SNAP_CHECK(snapccl_socket_recv_all(fd, &r, sizeof r, deadline, b->abort_fd, what));
-  SNAP_CHECK(snapccl_socket_recv_all(fd, text, n, deadline, b->abort_fd, what));
-  text[n] = 0;
-  for (size_t i = 0; i < n; i++)
-    if (text[i] < 0x20 || text[i] > 0x7e) text[i] = '?'; /* it ends up in logs */
-  if (r.code == REFUSE_RETRY) {
+  SNAP_CHECK(snapccl_socket_recv_all(fd, body, (size_t)h->len, deadline, b->abort_fd, what));
+  if (!snapccl_bs_parse_refusal(h->len, body, &code, text, sizeof text))
+    SNAP_FAIL(ncclRemoteError, "%s: the root refused this rank, with a malformed reason", what);
+  if (code == REFUSE_RETRY) {
     *retry = 1;
     INFO(SUB_BOOT, "%s: the root asks to connect again: %s", what, text);
     return ncclSuccess;
   }
-  SNAP_FAIL(r.code == REFUSE_GAVE_UP ? ncclRemoteError : ncclInvalidUsage,
+  SNAP_FAIL(code == REFUSE_GAVE_UP ? ncclRemoteError : ncclInvalidUsage,
             "%s: the root refused this rank: %s", what, text);
 }
 

@@ -22,17 +22,6 @@ struct root {
   struct snapccl_wire_addr* table;
 };
 
-/* Why HELLO h cannot join (NULL: it can). */
-static const char* hello_refusal(const struct root* r, const struct hello* h) {
-  union snapccl_sockaddr a;
-  if (h->nranks <= 0 || h->nranks > MAX_RANKS) return "nranks out of range";
-  if (r->nranks && h->nranks != r->nranks) return "nranks differs from the other ranks'";
-  if (h->rank < 0 || h->rank >= h->nranks) return "rank out of range";
-  if (r->nranks && r->fds[h->rank] >= 0) return "duplicate rank";
-  if (snapccl_sockaddr_from_wire(&h->listen, &a) != 0) return "unusable listener address";
-  return NULL;
-}
-
 static int root_admit(struct root* r, const struct pending_conn* c) {
   const struct hello* h = &c->m.u.hello;
   if (!r->nranks) {
@@ -142,7 +131,8 @@ static void* root_main(void* arg) {
         if (r->fds[i] >= 0) snapccl_bs_send_refusal(r->fds[i], REFUSE_GAVE_UP, why);
       goto done;
     }
-    const char* refusal = hello_refusal(r, &c.m.u.hello);
+    char buf[160];
+    const char* refusal = snapccl_bs_hello_refusal(r->nranks, r->fds, &c.m.u.hello, buf, sizeof buf);
     if (refusal) {
       snapccl_bs_refuse(&r->acc, c.fd, c.peer, REFUSE_FATAL, refusal);
       continue;

@@ -131,7 +131,8 @@ static int64_t prefix_deadline(void) {
   return prefix < bootstrap ? prefix : bootstrap;
 }
 
-/* Size of the fixed part that follows a header, or 0 with *why if the header is bad. */
+/* Size of the fixed part that follows a header, or 0 with *why if the header is bad
+ * (*why NULL: not our protocol at all). */
 static size_t fixed_size(const struct acceptor* a, const struct wire_hdr* h, const char** why) {
   if (h->magic != WIRE_MAGIC) return *why = NULL, 0; /* not our protocol: nothing to tell */
   if (h->type >= 32 || !(a->allowed & (1u << h->type))) return *why = "unexpected message type", 0;
@@ -150,6 +151,26 @@ static size_t fixed_size(const struct acceptor* a, const struct wire_hdr* h, con
   return *why = "unexpected message type", 0;
 }
 
+const char* snapccl_bs_prefix_check(const struct acceptor* a, struct pending_conn* c,
+                                    enum refuse_code* code) {
+  *code = REFUSE_FATAL;
+  if (c->want == sizeof(struct wire_hdr) && c->got >= sizeof(struct wire_hdr)) {
+    const char* why = NULL;
+    size_t f = fixed_size(a, &c->m.h, &why);
+    if (!f) {
+      if (!why) *code = REFUSE_SILENT;
+      return why ? why : "bad magic (not a snapccl bootstrap peer)";
+    }
+    c->want += f;
+  }
+  /* Both HELLO and ident start with the nonce. */
+  if (c->want > sizeof(struct wire_hdr) && c->got == c->want &&
+      memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
+    return "wrong nonce: this root serves another unique id (the id's own root is gone: "
+           "used up, given up, or its process exited)";
+  return NULL;
+}
+
 /* Reads what is available of connection i's prefix (never beyond it). May drop it. */
 static void pending_read(struct acceptor* a, int i) {
   struct pending_conn* c = &a->p[i];
@@ -163,21 +184,47 @@ static void pending_read(struct acceptor* a, int i) {
       return;
     }
     c->got += (size_t)k;
-    if (c->got == sizeof(struct wire_hdr) && c->want == sizeof(struct wire_hdr)) {
-      const char* why = NULL;
-      size_t f = fixed_size(a, &c->m.h, &why);
-      if (!f) {
-        if (why) pending_drop(a, i, REFUSE_FATAL, why);
-        else pending_drop(a, i, REFUSE_SILENT, "bad magic (not a snapccl bootstrap peer)");
-        return;
-      }
-      c->want += f;
+    enum refuse_code code;
+    const char* why = snapccl_bs_prefix_check(a, c, &code);
+    if (why) {
+      pending_drop(a, i, code, why);
+      return;
     }
   }
-  /* Both HELLO and ident start with the nonce. */
-  if (memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
-    pending_drop(a, i, REFUSE_FATAL, "wrong nonce: this root serves another unique id (the "
-                 "id's own root is gone: used up, given up, or its process exited)");
+}
+
+const char* snapccl_bs_hello_refusal(int nranks, const int* fds, const struct hello* h, char* buf,
+                                     size_t len) {
+  union snapccl_sockaddr a;
+  if (h->nranks <= 0 || h->nranks > MAX_RANKS)
+    return snprintf(buf, len, "nranks %d is out of range [1, %d]", h->nranks, MAX_RANKS), buf;
+  if (nranks && h->nranks != nranks)
+    return snprintf(buf, len, "nranks differs: this rank says %d, the ranks that came first %d",
+                    h->nranks, nranks), buf;
+  if (h->rank < 0 || h->rank >= h->nranks)
+    return snprintf(buf, len, "rank %d is out of range for %d ranks", h->rank, h->nranks), buf;
+  if (nranks && fds[h->rank] >= 0)
+    return snprintf(buf, len, "duplicate rank: rank %d of %d has arrived already", h->rank,
+                    h->nranks), buf;
+  if (snapccl_sockaddr_from_wire(&h->listen, &a) != 0)
+    return snprintf(buf, len, "the rank's listener address is unusable"), buf;
+  return NULL;
+}
+
+int snapccl_bs_parse_refusal(uint64_t len, const void* body, enum refuse_code* code, char* text,
+                             size_t tlen) {
+  struct refuse r;
+  if (len < sizeof r || len > sizeof r + MAX_REFUSE_TEXT || tlen == 0) return 0;
+  memcpy(&r, body, sizeof r);
+  if (r.code != REFUSE_FATAL && r.code != REFUSE_RETRY && r.code != REFUSE_GAVE_UP) return 0;
+  size_t n = (size_t)len - sizeof r;
+  if (n >= tlen) n = tlen - 1;
+  const char* raw = (const char*)body + sizeof r;
+  for (size_t i = 0; i < n; i++) /* it ends up in logs */
+    text[i] = raw[i] >= 0x20 && raw[i] <= 0x7e ? raw[i] : '?';
+  text[n] = 0;
+  *code = (enum refuse_code)r.code;
+  return 1;
 }
 
 static int pending_complete(const struct pending_conn* c) {

@@ -131,4 +131,20 @@ ncclResult_t snapccl_bs_acceptor_next(struct acceptor* a, int64_t deadline, int 
                                       size_t rlen);
 void snapccl_bs_id_to_wire(const struct snapccl_unique_id* u, struct snapccl_wire_addr* w);
 
+/* ---- the parsers, without sockets (tests/fuzz drives them with arbitrary bytes) ---- */
+
+/* Checks a connection's prefix after c->got grew (the bytes are in c->m): extends
+ * c->want once the header is in. NULL while the prefix is acceptable so far, else why
+ * it is refused, with what the peer is told in *code. */
+const char* snapccl_bs_prefix_check(const struct acceptor* a, struct pending_conn* c,
+                                    enum refuse_code* code);
+/* Why the root cannot admit HELLO h (written to buf), or NULL. nranks: 0 until the first
+ * admitted rank set it; fds[nranks]: the admitted ranks' connections, -1 for missing. */
+const char* snapccl_bs_hello_refusal(int nranks, const int* fds, const struct hello* h, char* buf,
+                                     size_t len);
+/* A MSG_REFUSE's body of len bytes: its code and its text, made printable and terminated
+ * in text[tlen]. 0 if malformed. */
+int snapccl_bs_parse_refusal(uint64_t len, const void* body, enum refuse_code* code, char* text,
+                             size_t tlen);
+
 #endif

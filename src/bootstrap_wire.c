@@ -65,9 +65,10 @@ void snapccl_bs_send_refusal(int fd, enum refuse_code code, const char* why) {
   /* A few hundred bytes into an empty socket buffer: this never blocks, and a peer
    * that left gets nothing. */
   (void)send(fd, &m, sizeof m.h + sizeof m.r + n, MSG_DONTWAIT | MSG_NOSIGNAL);
-  /* Unread input would make close() reset the connection and drop the message. */
+  /* Unread input would make close() reset the connection and drop the message. A
+   * peer that keeps sending gets no more than 64 KiB read for it. */
   char sink[512];
-  while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+  for (int i = 0; i < 128 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++) {
   }
   shutdown(fd, SHUT_WR);
 }

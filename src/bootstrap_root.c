@@ -155,11 +155,10 @@ done:
   for (int i = 0; i < r->nranks; i++)
     if (r->fds[i] >= 0) close(r->fds[i]);
   snapccl_bs_refusals_flush(&r->acc);
-  /* Connections still pending are no ranks of this rendezvous: those that were HELLOs
-   * come again and hear why. */
+  /* Connections still pending belong to no rank of this rendezvous: late ones hear why. */
   while (r->acc.n > 0) {
     struct pending_conn* c = &r->acc.p[--r->acc.n];
-    snapccl_bs_refuse(&r->acc, c->fd, c->peer, REFUSE_RETRY, "the rendezvous is over");
+    snapccl_bs_refuse(&r->acc, c->fd, c->peer, REFUSE_FATAL, why);
   }
   root_linger(r, why);
   snapccl_bs_acceptor_free(&r->acc);

@@ -49,8 +49,6 @@ void snapccl_bs_acceptor_free(struct acceptor* a) {
   a->fd = -1;
 }
 
-/* Anyone who can reach the port can make us refuse, as often as they like: the first
- * refusals are logged one by one, later ones as one line per interval with a count. */
 void snapccl_bs_send_refusal(int fd, enum refuse_code code, const char* why) {
   struct {
     struct wire_hdr h;
@@ -73,6 +71,8 @@ void snapccl_bs_send_refusal(int fd, enum refuse_code code, const char* why) {
   shutdown(fd, SHUT_WR);
 }
 
+/* Anyone who can reach the port can make us refuse, as often as they like: the first
+ * refusals are logged one by one, later ones as one line per interval with a count. */
 void snapccl_bs_refuse(struct acceptor* a, int fd, const char* peer, enum refuse_code code,
                        const char* why) {
   if (a->tell_refused && code != REFUSE_SILENT) snapccl_bs_send_refusal(fd, code, why);
@@ -167,8 +167,8 @@ const char* snapccl_bs_prefix_check(const struct acceptor* a, struct pending_con
   /* Both HELLO and ident start with the nonce. */
   if (c->want > sizeof(struct wire_hdr) && c->got == c->want &&
       memcmp(c->m.u.id.nonce, a->nonce, sizeof a->nonce) != 0)
-    return "wrong nonce: this root serves another unique id (the id's own root is gone: "
-           "used up, given up, or its process exited)";
+    return "wrong nonce: this listener belongs to another unique id (the id's own root "
+           "is gone: used up, given up, or its process exited)";
   return NULL;
 }
 

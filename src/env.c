@@ -115,7 +115,7 @@ static int store(const struct setting* s, char* dst, const char* v, char* why, s
       if (end == v || *end) return snprintf(why, wlen, "is not a number"), 0;
       /* !(x >= lo) also catches NaN. */
       if (errno == ERANGE || !isfinite(x) || !(x >= (double)lo) || !(x <= (double)hi))
-        return snprintf(why, wlen, "is outside [%lld, %lld]", lo, hi), 0;
+        return snprintf(why, wlen, "is not a finite number in [%lld, %lld]", lo, hi), 0;
       *(double*)dst = x;
       return 1;
     }

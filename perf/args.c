@@ -35,7 +35,9 @@ int perf_parse_size(const char* s, size_t* out) {
   double v, unit = 1.0;
   errno = 0;
   v = strtod(s, &end);
-  if (end == s || errno != 0 || v < 0) return -1;
+  /* !(v >= 0) also refuses "nan", which no comparison below would catch and whose
+   * conversion to size_t is undefined. */
+  if (end == s || errno != 0 || !(v >= 0)) return -1;
   while (isspace((unsigned char)*end)) end++;
   switch (*end) {
   case 'G': case 'g': unit = 1024.0 * 1024.0 * 1024.0; end++; break;

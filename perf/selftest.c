@@ -37,6 +37,12 @@ static void test_sizes(void) {
   EXPECT(perf_parse_size("-1", &v) == -1, "-1");
   EXPECT(perf_parse_size("1X", &v) == -1, "1X");
   EXPECT(perf_parse_size("1GB", &v) == -1, "1GB");
+  /* Not numbers of bytes: NaN (strtod accepts it) and infinities, in any spelling. */
+  const char* not_sizes[] = {"nan", "NAN", "-nan", "nan(0x1)", "nanK", "inf", "infinity", "-inf", "1e400"};
+  for (size_t i = 0; i < sizeof not_sizes / sizeof not_sizes[0]; i++) {
+    v = 12345;
+    EXPECT(perf_parse_size(not_sizes[i], &v) == -1 && v == 12345, not_sizes[i]);
+  }
 }
 
 static int parse(struct perf_opts* o, const char* line) {

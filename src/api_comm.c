@@ -14,9 +14,6 @@
 #include "registry.h"
 #include "transport/transport.h"
 
-/* Bound on how long ncclCommAbort waits for kernels to notice the abort word. */
-#define ABORT_QUIESCE_S 1.0
-
 static ncclResult_t init_rank(ncclComm_t* out, int nranks, const ncclUniqueId* id, int rank,
                               const struct snapccl_config* cfg, int cuda_dev, const char* func) {
   ncclResult_t res = snapccl_comm_create(out, id, nranks, rank, cfg, cuda_dev);
@@ -218,34 +215,30 @@ out:
   return res;
 }
 
-/* Frees our state of a communicator (the real library's stays). Waits for our kernels
- * up to `bound_s`; past it the device memory is leaked rather than freed under them. */
-static void release(struct snapccl_comm* c, double bound_s, const char* what) {
-  snapccl_comm_wait_init(c);
-  snapccl_print_counts(c);
-  if (snapccl_transport_quiesce(c, bound_s) != 0) {
-    WARN("%s: kernels of communicator %p did not finish within %.1f s; leaking its device "
-         "memory", what, (void*)c, bound_s);
-    return;
-  }
-  INFO(SUB_INIT, "comm %p rank %d nRanks %d - %s COMPLETE", (void*)c, c->rank, c->nranks, what);
-  snapccl_comm_free(c);
+/* NCCL's answer to a destroy or finalize while the init runs: ncclInvalidArgument (its
+ * ncclCommEnsureReady), rather than a wait that may not end. */
+static ncclResult_t check_settled(struct snapccl_comm* c, ncclComm_t comm, const char* func) {
+  if (atomic_load(&c->init_busy) == INIT_SETTLED) return ncclSuccess;
+  return snapccl_error(ncclInvalidArgument, func,
+                       "communicator %p is still initializing: wait until "
+                       "ncclCommGetAsyncError no longer returns ncclInProgress, or call "
+                       "ncclCommAbort", (void*)comm);
 }
 
-static double destroy_bound_s(void) { return (double)snapccl_env()->timeout_ms / 1000.0 + 1.0; }
+/* Inside a group, NCCL's Destroy, Abort and Finalize are group operations too: they
+ * take effect at the outermost ncclGroupEnd (src/group.c runs them after the group's
+ * inits, so also for a communicator whose own init is deferred there). */
 
 NCCL_API(ncclResult_t, ncclCommFinalize, ncclComm_t comm) {
   if (!comm) return ncclSuccess; /* as NCCL */
   struct snapccl_comm* c = snapccl_registry_find(comm);
   ncclComm_t rh;
   ncclResult_t r = ncclSuccess;
-  if (c) {
-    snapccl_comm_wait_init(c);
-    if (snapccl_transport_quiesce(c, destroy_bound_s()) != 0)
-      r = snapccl_error(ncclRemoteError, __func__, "kernels of communicator %p did not finish",
-                        (void*)comm);
-    atomic_store(&c->finalized, 1);
-    snapccl_transport_poll_error(c);
+  if (c && snapccl_group_depth() > 0) {
+    r = snapccl_group_defer_end(c, SNAPCCL_END_FINALIZE);
+  } else if (c) {
+    SNAP_CHECK(check_settled(c, comm, __func__));
+    r = snapccl_comm_finalize(c, __func__);
   }
   if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(snapccl_real()->ncclCommFinalize(rh));
   if (!c) SNAP_CHECK(snapccl_comm_get(comm, __func__, &c)); /* reports the bad handle */
@@ -256,12 +249,16 @@ NCCL_API(ncclResult_t, ncclCommDestroy, ncclComm_t comm) {
   if (!comm) return ncclSuccess; /* as NCCL */
   ncclComm_t rh;
   int fwd = snapccl_forward_target(comm, &rh);
-  struct snapccl_comm* c = snapccl_registry_remove(comm);
+  struct snapccl_comm* c = snapccl_registry_find(comm);
   if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
                             (void*)comm);
+  int in_group = snapccl_group_depth() > 0;
+  if (c && !in_group) SNAP_CHECK(check_settled(c, comm, __func__));
   /* Our kernels go first: they may use the real communicator's buffers no more, but the
    * memory they spin on is ours. */
-  if (c) release(c, destroy_bound_s(), "Destroy");
+  if (c && snapccl_registry_remove(comm) == c &&
+      (!in_group || snapccl_group_defer_end(c, SNAPCCL_END_DESTROY) != ncclSuccess))
+    snapccl_comm_release(c, SNAPCCL_END_DESTROY);
   return fwd ? snapccl_forwarded(snapccl_real()->ncclCommDestroy(rh)) : ncclSuccess;
 }
 
@@ -273,11 +270,12 @@ NCCL_API(ncclResult_t, ncclCommAbort, ncclComm_t comm) {
   if (!c && !fwd) SNAP_FAIL(ncclInvalidArgument, "communicator %p is not valid (destroyed, or never created)",
                             (void*)comm);
   if (c) {
-    atomic_store(&c->aborted, 1);
-    snapccl_transport_abort(c);
-    if (c->boot) snapccl_bootstrap_abort(c->boot);
-    snapccl_registry_remove(comm);
-    release(c, ABORT_QUIESCE_S, "Abort");
+    /* At once, in a group too (as NCCL sets its abort flags): kernels, and an init
+     * still running or deferred, stop. */
+    snapccl_comm_signal_abort(c);
+    if (snapccl_registry_remove(comm) == c &&
+        (snapccl_group_depth() == 0 || snapccl_group_defer_end(c, SNAPCCL_END_ABORT) != ncclSuccess))
+      snapccl_comm_release(c, SNAPCCL_END_ABORT);
   }
   return fwd ? snapccl_forwarded(snapccl_real()->ncclCommAbort(rh)) : ncclSuccess;
 }

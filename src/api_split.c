@@ -14,8 +14,15 @@
 #include "registry.h"
 #include "transport/transport.h"
 
-/* Tag of the point-to-point message carrying a shrunk communicator's id. */
+/* Tag of the point-to-point message carrying a shrunk communicator's id: a fixed low
+ * half, and the shrink's sequence number in the high half. */
 #define TAG_SHRINK_ID 0x5348
+
+int snapccl_shrink_tag(unsigned seq) {
+  /* 15 bits of the sequence: the tag stays a non-negative int (no signed overflow), and
+   * two shrinks of one parent in flight at once differ unless 32768 shrinks apart. */
+  return (int)((seq & 0x7fffu) << 16 | TAG_SHRINK_ID);
+}
 
 struct split_entry {
   int color, key, rank, pad;
@@ -106,7 +113,12 @@ NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
     SNAP_FAIL(ncclInvalidArgument, "unknown shrink flags 0x%x", shrinkFlags);
   if (config) SNAP_CHECK(snapccl_config_parse(config, &cfg));
   else cfg = p->config;
-  snapccl_comm_wait_init(p);
+  /* NCCL's answer to a parent still initializing (ncclCommEnsureReady), not a wait that
+   * might never end (its init may be deferred to this very thread's ncclGroupEnd). A
+   * parent in error state is what a shrink is for: that one goes on. */
+  if (atomic_load(&p->init_busy) != INIT_SETTLED || atomic_load(&p->async_state) == ncclInProgress)
+    SNAP_FAIL(ncclInvalidArgument, "communicator %p is still initializing (non-blocking init, or "
+              "an init deferred to ncclGroupEnd); shrink it once it is ready", (void*)comm);
 
   int n = p->nranks;
   char* excluded = calloc((size_t)n, 1);
@@ -139,7 +151,7 @@ NCCL_API(ncclResult_t, ncclCommShrink, ncclComm_t comm, int* excludeRanksList,
   /* The ring of the parent may pass through dead ranks, so the lowest survivor sends the
    * child's id to each survivor point to point. */
   ncclUniqueId id;
-  int tag = TAG_SHRINK_ID + (int)(atomic_fetch_add(&p->shrink_seq, 1) & 0xffff) * 0x10000;
+  int tag = snapccl_shrink_tag(atomic_fetch_add(&p->shrink_seq, 1));
   if (p->rank == root) {
     SNAP_CHECK(snapccl_bootstrap_create_root(&id));
     for (int r = 0; r < n; r++) {

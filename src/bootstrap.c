@@ -12,6 +12,7 @@
 #include "bootstrap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -57,7 +58,7 @@ int snapccl_bootstrap_nranks(const struct snapccl_bootstrap* b) { return b->nran
 
 static ncclResult_t check_usable(struct snapccl_bootstrap* b, const char* op) {
   if (!b) SNAP_FAIL(ncclInvalidArgument, "%s on a NULL bootstrap", op);
-  if (__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE))
+  if (__atomic_load_n(&b->aborted, __ATOMIC_ACQUIRE) || snapccl_aborted(b->abort_fd))
     SNAP_FAIL(ncclRemoteError, "%s: %s after the bootstrap was aborted", b->role, op);
   return ncclSuccess;
 }
@@ -122,7 +123,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
     if (res != ncclSuccess) SNAP_FAIL(res, "%s", reason);
     const struct ident* id = &c.m.u.id;
     if (id->from < 0 || id->from >= b->nranks) {
-      snapccl_bs_refuse(b->role, c.fd, c.peer, "sender rank out of range");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, REFUSE_SILENT, "sender rank out of range");
       continue;
     }
     if (c.m.h.type == MSG_RING_HELLO) {
@@ -130,7 +131,7 @@ static ncclResult_t listen_for(struct snapccl_bootstrap* b, int want_ring, int p
         b->prev_fd = c.fd;
         return ncclSuccess;
       }
-      snapccl_bs_refuse(b->role, c.fd, c.peer, "unexpected ring connection");
+      snapccl_bs_refuse(&b->acc, c.fd, c.peer, REFUSE_SILENT, "unexpected ring connection");
       continue;
     }
     size_t len = (size_t)(c.m.h.len - sizeof(struct ident));
@@ -174,28 +175,55 @@ static ncclResult_t expect_hdr(const struct wire_hdr* h, uint32_t type, uint64_t
   return ncclSuccess;
 }
 
-/* Registers with the root and receives every rank's listener address. */
-static ncclResult_t rendezvous(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
-                               const union snapccl_sockaddr* me) {
+/* The root's MSG_REFUSE after header h: its reason becomes ours (retry: 1). */
+static ncclResult_t read_refusal(struct snapccl_bootstrap* b, int fd, const struct wire_hdr* h,
+                                 int64_t deadline, const char* what, int* retry) {
+  char body[sizeof(struct refuse) + MAX_REFUSE_TEXT], text[MAX_REFUSE_TEXT + 1];
+  enum refuse_code code;
+  *retry = 0;
+  if (h->len > sizeof body)
+    SNAP_FAIL(ncclRemoteError, "%s: the root refused this rank, with a malformed reason (%llu "
+              "bytes)", what, (unsigned long long)h->len);
+  SNAP_CHECK(snapccl_socket_recv_all(fd, body, (size_t)h->len, deadline, b->abort_fd, what));
+  if (!snapccl_bs_parse_refusal(h->len, body, &code, text, sizeof text))
+    SNAP_FAIL(ncclRemoteError, "%s: the root refused this rank, with a malformed reason", what);
+  if (code == REFUSE_RETRY) {
+    *retry = 1;
+    INFO(SUB_BOOT, "%s: the root asks to connect again: %s", what, text);
+    return ncclSuccess;
+  }
+  SNAP_FAIL(code == REFUSE_GAVE_UP ? ncclRemoteError : ncclInvalidUsage,
+            "%s: the root refused this rank: %s", what, text);
+}
+
+/* One connection to the root: HELLO out, then the table (or a refusal) in. */
+static ncclResult_t rendezvous_once(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
+                                    const struct hello* h, int64_t deadline, int* retry) {
   char what[256], s[80];
   int fd = -1;
-  snprintf(what, sizeof what, "%s: connect to the root %s", b->role,
-           snapccl_sockaddr_str(root, s, sizeof s));
+  snprintf(what, sizeof what, "%s: connect to the root %s (a root stops listening once "
+           "its rendezvous has ended or given up)", b->role, snapccl_sockaddr_str(root, s, sizeof s));
   SNAP_CHECK(snapccl_socket_connect(root, snapccl_socket_deadline(), b->abort_fd, &fd, what));
 
-  struct hello h = {{b->nonce[0], b->nonce[1]}, b->rank, b->nranks, {0}};
-  snapccl_sockaddr_to_wire(me, &h.listen);
   struct wire_hdr th;
   struct snapccl_wire_addr* table = NULL;
   size_t tlen = (size_t)b->nranks * sizeof *table;
   ncclResult_t res = ncclSuccess;
   snprintf(what, sizeof what, "%s: send HELLO to the root %s", b->role, s);
-  SNAP_CHECK_GOTO(send_msg(b, fd, MSG_HELLO, &h, sizeof h, NULL, 0, what), res, out);
-  /* This wait lasts until the last rank arrives: one timeout from our HELLO. */
+  res = send_msg(b, fd, MSG_HELLO, h, sizeof *h, NULL, 0, what);
+  /* The root closes a connection before reading it only when it evicted it: again. */
+  if (res == ncclRemoteError && !snapccl_aborted(b->abort_fd)) {
+    *retry = 1;
+    res = ncclSuccess;
+  }
+  if (res != ncclSuccess || *retry) goto out;
   snprintf(what, sizeof what, "%s: wait for the address table from the root %s (all %d ranks "
            "must arrive)", b->role, s, b->nranks);
-  int64_t deadline = snapccl_socket_deadline();
   SNAP_CHECK_GOTO(snapccl_socket_recv_all(fd, &th, sizeof th, deadline, b->abort_fd, what), res, out);
+  if (th.magic == WIRE_MAGIC && th.type == MSG_REFUSE) {
+    res = read_refusal(b, fd, &th, deadline, what, retry);
+    goto out;
+  }
   SNAP_CHECK_GOTO(expect_hdr(&th, MSG_TABLE, tlen, what), res, out);
   table = malloc(tlen);
   if (!table) {
@@ -213,6 +241,26 @@ out:
   free(table);
   close(fd);
   return res;
+}
+
+/* Registers with the root and receives every rank's listener address. A root that
+ * evicted us (its pending set was full of idle connections) asks us to come again. */
+static ncclResult_t rendezvous(struct snapccl_bootstrap* b, const union snapccl_sockaddr* root,
+                               const union snapccl_sockaddr* me) {
+  struct hello h = {{b->nonce[0], b->nonce[1]}, b->rank, b->nranks, {0}};
+  snapccl_sockaddr_to_wire(me, &h.listen);
+  /* The table comes when the last rank arrives: one timeout from our first HELLO. */
+  int64_t deadline = snapccl_socket_deadline();
+  for (;;) {
+    int retry = 0;
+    ncclResult_t res = rendezvous_once(b, root, &h, deadline, &retry);
+    if (res != ncclSuccess || !retry) return res;
+    if (snapccl_now_ms() >= deadline)
+      SNAP_FAIL(ncclRemoteError, "%s: the root kept asking to connect again until the timeout "
+                "(SNAPCCL_BOOTSTRAP_TIMEOUT=%g s)", b->role, snapccl_env()->bootstrap_timeout_s);
+    struct pollfd p = {.fd = b->abort_fd, .events = POLLIN};
+    if (poll(&p, 1, 10) > 0) SNAP_FAIL(ncclRemoteError, "%s: rendezvous aborted", b->role);
+  }
 }
 
 /* Connects to the next rank's listener and takes the previous rank's connection. */
@@ -255,6 +303,11 @@ static ncclResult_t init_steps(struct snapccl_bootstrap* b, const struct snapccl
 
 ncclResult_t snapccl_bootstrap_init(const ncclUniqueId* id, int rank, int nranks,
                                     struct snapccl_bootstrap** out) {
+  return snapccl_bootstrap_init_abortable(id, rank, nranks, -1, out);
+}
+
+ncclResult_t snapccl_bootstrap_init_abortable(const ncclUniqueId* id, int rank, int nranks,
+                                              int abort_fd, struct snapccl_bootstrap** out) {
   if (!out) SNAP_FAIL(ncclInvalidArgument, "bootstrap output pointer is NULL");
   *out = NULL;
   SNAP_CHECK(snapccl_bootstrap_check_id(id));
@@ -273,9 +326,14 @@ ncclResult_t snapccl_bootstrap_init(const ncclUniqueId* id, int rank, int nranks
   snprintf(b->role, sizeof b->role, "rank %d", rank);
   pthread_mutex_init(&b->ring_lock, NULL);
   pthread_mutex_init(&b->recv_lock, NULL);
-  b->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  /* A duplicate of the owner's eventfd is the same object: a signal through either
+   * reaches every wait, and each side closes its own descriptor. */
+  b->abort_fd = abort_fd >= 0 ? fcntl(abort_fd, F_DUPFD_CLOEXEC, 0)
+                              : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (b->abort_fd < 0) {
-    ncclResult_t res = snapccl_error(ncclSystemError, __func__, "eventfd failed: %s", strerror(errno));
+    ncclResult_t res = snapccl_error(ncclSystemError, __func__, "%s failed: %s",
+                                     abort_fd >= 0 ? "dup of the abort eventfd" : "eventfd",
+                                     strerror(errno));
     snapccl_bootstrap_destroy(b);
     return res;
   }

@@ -42,6 +42,11 @@ ncclResult_t snapccl_bootstrap_check_id(const ncclUniqueId* id);
  * arrived or the timeout passed. */
 ncclResult_t snapccl_bootstrap_init(const ncclUniqueId* id, int rank, int nranks,
                                     struct snapccl_bootstrap** out);
+/* The same, failing promptly (ncclRemoteError) once abort_fd (an eventfd, or -1) is
+ * readable, from the rendezvous on; the bootstrap keeps watching it afterwards, next to
+ * its own abort. */
+ncclResult_t snapccl_bootstrap_init_abortable(const ncclUniqueId* id, int rank, int nranks,
+                                              int abort_fd, struct snapccl_bootstrap** out);
 
 int snapccl_bootstrap_rank(const struct snapccl_bootstrap* b);
 int snapccl_bootstrap_nranks(const struct snapccl_bootstrap* b);

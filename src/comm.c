@@ -1,8 +1,10 @@
 #include "comm.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,53 +21,18 @@
 #include "snapccl.h"
 #include "transport/transport.h"
 
-#define CONFIG_MAGIC 0xcafebeefu
-
-/* Reads the fields an older or newer caller's struct actually has (.size says how far
- * it reaches); unknown trailing fields of newer NCCL headers are ignored. */
-ncclResult_t snapccl_config_parse(const ncclConfig_t* user, struct snapccl_config* out) {
-  memset(out, 0, sizeof *out);
-  out->blocking = 1;
-  out->min_ctas = out->max_ctas = 0;
-  if (!user) return ncclSuccess;
-  if (user->magic != CONFIG_MAGIC || user->size < offsetof(ncclConfig_t, blocking) + sizeof(int))
-    SNAP_FAIL(ncclInvalidArgument,
-              "config is not initialized with NCCL_CONFIG_INITIALIZER (magic 0x%x, size %zu)",
-              user->magic, user->size);
-#define HAS(field) (user->size >= offsetof(ncclConfig_t, field) + sizeof(user->field))
-#define SET(field) (HAS(field) && user->field != NCCL_CONFIG_UNDEF_INT)
-  if (SET(blocking)) {
-    if (user->blocking != 0 && user->blocking != 1)
-      SNAP_FAIL(ncclInvalidArgument, "config.blocking must be 0 or 1, not %d", user->blocking);
-    out->blocking = user->blocking;
-  }
-  if (SET(minCTAs)) {
-    if (user->minCTAs <= 0) SNAP_FAIL(ncclInvalidArgument, "config.minCTAs %d must be positive", user->minCTAs);
-    out->min_ctas = user->minCTAs;
-  }
-  if (SET(maxCTAs)) {
-    if (user->maxCTAs <= 0) SNAP_FAIL(ncclInvalidArgument, "config.maxCTAs %d must be positive", user->maxCTAs);
-    out->max_ctas = user->maxCTAs;
-  }
-  if (SET(cgaClusterSize) && user->cgaClusterSize < 0)
-    SNAP_FAIL(ncclInvalidArgument, "config.cgaClusterSize %d is negative", user->cgaClusterSize);
-  if (SET(splitShare)) {
-    if (user->splitShare != 0 && user->splitShare != 1)
-      SNAP_FAIL(ncclInvalidArgument, "config.splitShare must be 0 or 1, not %d", user->splitShare);
-    out->split_share = user->splitShare;
-  }
-  if (HAS(commName) && user->commName) snprintf(out->name, sizeof out->name, "%s", user->commName);
-#undef SET
-#undef HAS
-  if (out->min_ctas < 0 || out->max_ctas < 0 || (out->max_ctas && out->min_ctas > out->max_ctas))
-    SNAP_FAIL(ncclInvalidArgument, "config minCTAs %d / maxCTAs %d are inconsistent",
-              out->min_ctas, out->max_ctas);
-  return ncclSuccess;
-}
+/* Bound on how long ncclCommAbort waits for a running init to settle, and then for
+ * kernels to notice the abort word. */
+#define ABORT_QUIESCE_S 1.0
 
 ncclResult_t snapccl_comm_alloc(struct snapccl_comm** out) {
   struct snapccl_comm* c = calloc(1, sizeof *c);
   if (!c) SNAP_FAIL(ncclSystemError, "out of memory allocating a communicator");
+  c->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (c->abort_fd < 0) {
+    free(c);
+    SNAP_FAIL(ncclSystemError, "eventfd for a communicator failed: %s", strerror(errno));
+  }
   c->magic = SNAPCCL_COMM_MAGIC;
   c->owns_handle = 1;
   c->rank = -1;
@@ -171,8 +138,15 @@ ncclResult_t snapccl_comm_init(struct snapccl_comm* comm, const ncclUniqueId* id
   comm->cuda_dev = cuda_dev;
   comm->id_hash = snapccl_hash_bytes(id, sizeof *id, 0);
   snapccl_log_set_device(cuda_dev);
+  if (atomic_load(&comm->aborted)) {
+    res = snapccl_error(ncclRemoteError, __func__, "rank %d: the communicator was aborted "
+                        "before its init ran", rank);
+    goto fail;
+  }
+  /* The rendezvous first: it needs no GPU, and the comm's abort cancels it. */
+  SNAP_CHECK_GOTO(snapccl_bootstrap_init_abortable(id, rank, nranks, comm->abort_fd, &comm->boot),
+                  res, fail);
   CUDA_CHECK_GOTO(cudaSetDevice(cuda_dev), res, fail);
-  SNAP_CHECK_GOTO(snapccl_bootstrap_init(id, rank, nranks, &comm->boot), res, fail);
   SNAP_CHECK_GOTO(setup_peers(comm, snapccl_mode() == MODE_STANDALONE ? "standalone" : "own (ranks share GPUs)"), res, fail);
   if (snapccl_mode() != MODE_STANDALONE && snapccl_make_real_underneath(comm) != ncclSuccess)
     WARN("rank %d: no real communicator underneath (%s); calls snapccl does not run will fail",
@@ -213,9 +187,91 @@ struct async_init {
 
 static void* async_init_main(void* arg) {
   struct async_init* a = arg;
-  snapccl_comm_init(a->comm, &a->id, a->nranks, a->rank, a->cuda_dev);
+  snapccl_comm_run_init(a->comm, &a->id, a->nranks, a->rank, a->cuda_dev);
   free(a);
   return NULL;
+}
+
+/* What ncclCommDestroy and ncclCommAbort do once nothing else uses the communicator:
+ * kernels get `bound_s` to finish (they poll the abort word and their deadline), past
+ * which the device memory is leaked rather than freed under them. */
+static void teardown_now(struct snapccl_comm* c, enum snapccl_end how) {
+  double bound_s = how == SNAPCCL_END_ABORT
+                       ? ABORT_QUIESCE_S
+                       : (double)snapccl_env()->timeout_ms / 1000.0 + 1.0;
+  const char* what = how == SNAPCCL_END_ABORT ? "Abort" : "Destroy";
+  snapccl_print_counts(c);
+  if (snapccl_transport_quiesce(c, bound_s) != 0) {
+    WARN("%s: kernels of communicator %p did not finish within %.1f s; leaking its device "
+         "memory", what, (void*)c, bound_s);
+    return;
+  }
+  INFO(SUB_INIT, "comm %p rank %d nRanks %d - %s COMPLETE", (void*)c, c->rank, c->nranks, what);
+  snapccl_comm_free(c);
+}
+
+ncclResult_t snapccl_comm_run_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
+                                   int rank, int cuda_dev) {
+  ncclResult_t res = snapccl_comm_init(comm, id, nranks, rank, cuda_dev);
+  if (atomic_load(&comm->aborted)) res = ncclSuccess;
+  /* The last touch: once settled, an application's abort may free it at once; once
+   * orphaned, nobody but us holds it. */
+  if (atomic_exchange(&comm->init_busy, INIT_SETTLED) == INIT_ORPHANED)
+    teardown_now(comm, (enum snapccl_end)comm->teardown);
+  return res;
+}
+
+void snapccl_comm_settle_failed(struct snapccl_comm* comm, ncclResult_t res) {
+  snapccl_comm_set_async_error(comm, res, snapccl_last_error());
+  if (atomic_exchange(&comm->init_busy, INIT_SETTLED) == INIT_ORPHANED)
+    teardown_now(comm, (enum snapccl_end)comm->teardown);
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+ncclResult_t snapccl_comm_finalize(struct snapccl_comm* c, const char* func) {
+  ncclResult_t r = ncclSuccess;
+  if (atomic_load(&c->init_busy) == INIT_SETTLED &&
+      snapccl_transport_quiesce(c, (double)snapccl_env()->timeout_ms / 1000.0 + 1.0) != 0)
+    r = snapccl_error(ncclRemoteError, func, "kernels of communicator %p did not finish",
+                      (void*)c);
+  atomic_store(&c->finalized, 1);
+  snapccl_transport_poll_error(c);
+  return r;
+}
+
+void snapccl_comm_signal_abort(struct snapccl_comm* c) {
+  atomic_store(&c->aborted, 1);
+  snapccl_transport_abort(c);
+  uint64_t one = 1;
+  /* The eventfd stays readable (nobody reads it): every wait, now or later, sees it. */
+  if (write(c->abort_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+    WARN("comm %p: signalling the abort failed: %s", (void*)c, strerror(errno));
+}
+
+void snapccl_comm_release(struct snapccl_comm* c, enum snapccl_end how) {
+  if (how == SNAPCCL_END_ABORT) {
+    /* The abort word and eventfd were set: a running init fails within a poll. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+      if (atomic_load(&c->init_busy) == INIT_SETTLED) break;
+      clock_gettime(CLOCK_MONOTONIC, &t);
+      if ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) * 1e-9 >= ABORT_QUIESCE_S) break;
+      sleep_ms(1);
+    }
+  }
+  c->teardown = (int)how;
+  int busy = INIT_BUSY;
+  if (atomic_compare_exchange_strong(&c->init_busy, &busy, INIT_ORPHANED)) {
+    INFO(SUB_INIT, "comm %p rank %d: its init is still running; it ends the communicator "
+         "when it returns", (void*)c, c->rank);
+    return;
+  }
+  teardown_now(c, how);
 }
 
 ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUniqueId* id,
@@ -231,7 +287,10 @@ ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUnique
   pthread_attr_destroy(&attr);
   if (err) {
     free(a);
-    SNAP_FAIL(ncclSystemError, "pthread_create failed: %s", strerror(err));
+    ncclResult_t res = snapccl_error(ncclSystemError, __func__, "pthread_create failed: %s",
+                                     strerror(err));
+    snapccl_comm_settle_failed(comm, res);
+    return res;
   }
   return ncclInProgress;
 }
@@ -247,6 +306,9 @@ ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nr
     return res;
   }
   *out = (ncclComm_t)c; /* the handle exists at once, as NCCL's does, even in a group */
+  /* Deferred and non-blocking inits run while the application holds the handle. */
+  int later = snapccl_group_depth() > 0 || !cfg->blocking;
+  if (later) atomic_store(&c->init_busy, INIT_BUSY);
   if (snapccl_group_depth() > 0) res = snapccl_group_defer_init(c, id, nranks, rank, cuda_dev);
   else if (!cfg->blocking) res = snapccl_comm_init_async(c, id, nranks, rank, cuda_dev);
   else res = snapccl_comm_init(c, id, nranks, rank, cuda_dev);
@@ -256,14 +318,6 @@ ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nr
     *out = NULL;
   }
   return res;
-}
-
-void snapccl_comm_wait_init(struct snapccl_comm* comm) {
-  /* The init thread's every step is bounded by the bootstrap timeout, so this ends. */
-  while (atomic_load(&comm->async_state) == ncclInProgress) {
-    struct timespec ts = {0, 1000000};
-    nanosleep(&ts, NULL);
-  }
 }
 
 void snapccl_comm_free(struct snapccl_comm* comm) {
@@ -280,6 +334,7 @@ void snapccl_comm_free(struct snapccl_comm* comm) {
     free(r);
   }
   pthread_mutex_destroy(&comm->lock);
+  if (comm->abort_fd >= 0) close(comm->abort_fd);
   comm->magic = 0;
   free(comm);
 }

@@ -32,7 +32,7 @@ struct snapccl_peer_info {
   int32_t pad;
 };
 
-/* ncclConfig_t, read field by field up to the caller's .size. */
+/* ncclConfig_t, read field by field as far as the caller's .version and .size reach. */
 struct snapccl_config {
   int blocking;
   int min_ctas;
@@ -87,6 +87,12 @@ struct snapccl_comm {
 
   atomic_int finalized;
   atomic_int aborted;
+  int abort_fd; /* eventfd, readable once aborted: the init's bootstrap waits watch it */
+  /* An init that runs while the application holds the handle (non-blocking, or deferred
+   * to a group's end) is "busy" until it settles; an application that lets go of the
+   * handle meanwhile (ncclCommAbort) leaves the teardown to the init's runner. */
+  atomic_int init_busy; /* INIT_SETTLED, INIT_BUSY, INIT_ORPHANED */
+  int teardown;         /* what an orphaned init's runner does: SNAPCCL_END_* */
   atomic_uint shrink_seq; /* tags the point-to-point messages of successive shrinks */
 
   struct snapccl_transport* transport;
@@ -104,6 +110,10 @@ struct snapccl_comm {
   atomic_ullong taken[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
   atomic_ullong forwarded[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
 };
+
+enum { INIT_SETTLED = 0, INIT_BUSY, INIT_ORPHANED };
+/* How the application let go of a communicator. */
+enum snapccl_end { SNAPCCL_END_DESTROY = 1, SNAPCCL_END_ABORT, SNAPCCL_END_FINALIZE };
 
 /* Parses an ncclConfig_t (NULL = defaults); rejects a config that did not come from
  * NCCL_CONFIG_INITIALIZER. */
@@ -123,17 +133,38 @@ ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nr
  * (exchanges go through real_comm). On failure the caller forwards every call. */
 ncclResult_t snapccl_comm_attach(struct snapccl_comm* comm, ncclComm_t real_comm);
 /* Runs snapccl_comm_init on a detached thread (non-blocking configs); the result lands
- * in async_state. */
+ * in async_state. The communicator must be busy (snapccl_comm_create marks it). */
 ncclResult_t snapccl_comm_init_async(struct snapccl_comm* comm, const ncclUniqueId* id,
                                      int nranks, int rank, int cuda_dev);
-/* Waits (bounded by the bootstrap timeout) for an init in progress to settle. */
-void snapccl_comm_wait_init(struct snapccl_comm* comm);
+/* The init of a busy communicator (deferred or non-blocking), then settles it: if the
+ * application let go of it meanwhile, the teardown it asked for happens here, and the
+ * communicator is gone on return. An init aborted by the application returns success
+ * (its failure is nobody's news). */
+ncclResult_t snapccl_comm_run_init(struct snapccl_comm* comm, const ncclUniqueId* id, int nranks,
+                                   int rank, int cuda_dev);
+/* A busy communicator whose init could not even start: records res (with the last
+ * error's text) and settles it, as snapccl_comm_run_init would have. */
+void snapccl_comm_settle_failed(struct snapccl_comm* comm, ncclResult_t res);
+/* The application lets go of a communicator it no longer reaches through the registry:
+ * waits for its kernels (bounded by the timeout for a destroy, 1 s for an abort) and
+ * frees it, or, while its init is busy, leaves that to the init's runner. An abort
+ * first waits up to 1 s for the init, which the abort cancels, to settle. */
+void snapccl_comm_release(struct snapccl_comm* comm, enum snapccl_end how);
+/* ncclCommFinalize's work: waits (bounded by the timeout) for this communicator's
+ * kernels and marks it finalized; a busy one has run none. */
+ncclResult_t snapccl_comm_finalize(struct snapccl_comm* comm, const char* func);
+/* ncclCommAbort's first step: the abort word for kernels, the eventfd for the bootstrap
+ * (of an init still running, too), the flag for everyone else. */
+void snapccl_comm_signal_abort(struct snapccl_comm* comm);
 /* Frees everything; the caller made sure no kernel of this communicator still runs. */
 void snapccl_comm_free(struct snapccl_comm* comm);
 
 /* Records an asynchronous error once (the first one wins). */
 void snapccl_comm_set_async_error(struct snapccl_comm* comm, ncclResult_t code,
                                   const char* reason);
+
+/* The bootstrap tag of the shrink with sequence number seq (always >= 0). */
+int snapccl_shrink_tag(unsigned seq);
 
 /* Looks up a communicator handle the application gave us. Fails with
  * ncclInvalidArgument and a reason for NULL, destroyed or foreign handles. */

@@ -1,6 +1,8 @@
 #include "env.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +33,10 @@ struct setting {
   int (*check)(void* value);
   const char* expect; /* what a valid value is, for the warning; NULL: "a valid value" */
   int debug;          /* one of the log's own settings (snapccl_env_reload_debug) */
+  /* Numbers: the accepted range; lo == hi == 0 means the type's whole range. A value
+   * outside it, beyond the type, not finite, or (strings) not fitting its buffer is
+   * refused: a wrapped integer or a cut path would be another setting than asked for. */
+  long long lo, hi;
 };
 
 #define F(field) \
@@ -73,22 +79,22 @@ static const struct setting table[] = {
     {{"SNAPCCL_SHARED_GPU", NULL, "0",
       "1 lets several ranks of one communicator use the same GPU (test beds); 0 refuses "
       "them like NCCL (\"Duplicate GPU detected\")"},
-     .kind = K_INT, F(shared_gpu)},
+     .kind = K_INT, F(shared_gpu), .lo = 0, .hi = 1},
     {{"SNAPCCL_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "",
       "network interface of the bootstrap sockets (prefix match, ^ excludes, = exact); "
       "empty: loopback, which serves every rank of one host"},
      .kind = K_STR, F(socket_ifname)},
     {{"SNAPCCL_BOOTSTRAP_TIMEOUT", NULL, "120",
       "seconds that one bootstrap connect, accept, send or receive may take"},
-     .kind = K_DOUBLE, F(bootstrap_timeout_s)},
+     .kind = K_DOUBLE, F(bootstrap_timeout_s), .lo = 0, .hi = 10000000},
     {{"SNAPCCL_TIMEOUT_MS", NULL, "300000",
       "milliseconds a device-side wait for a peer may take before the collective fails "
       "with ncclRemoteError; large enough for processes time-slicing one GPU"},
-     .kind = K_I64, F(timeout_ms)},
+     .kind = K_I64, F(timeout_ms), .lo = 1, .hi = 1000000000000},
     {{"SNAPCCL_BUFFSIZE", NULL, "67108864",
       "bytes of staging memory per rank and communicator (rounded to what the layout "
       "needs); larger means fewer pipeline rounds"},
-     .kind = K_I64, F(buffsize)},
+     .kind = K_I64, F(buffsize), .lo = 0, .hi = 1ll << 40},
     {{"SNAPCCL_ALGO", NULL, "",
       "force algorithms: <collective>:<name>[,...], e.g. allreduce:twoshot,allgather:direct "
       "(and fused:<name> for the fused all-reduce + RMSNorm); a call the forced algorithm "
@@ -96,7 +102,7 @@ static const struct setting table[] = {
      .kind = K_STR, F(algo)},
     {{"SNAPCCL_MAX_BLOCKS", NULL, "0",
       "upper bound on thread blocks per rank and call (0: half the GPU's block slots by occupancy, at most 128)"},
-     .kind = K_INT, F(max_blocks)},
+     .kind = K_INT, F(max_blocks), .lo = 0, .hi = 1024},
     {{"SNAPCCL_NCCL_LIB", NULL, "",
       "path of NVIDIA's libnccl.so.2 to hand unsupported calls to when snapccl is linked "
       "in place of libnccl"},
@@ -104,7 +110,7 @@ static const struct setting table[] = {
     {{"SNAPCCL_NVLS", NULL, "0",
       "1 allows NVLink multicast where the hardware, NCCL_NVLS_ENABLE and every rank agree; "
       "never set it on shared hosts that forbid multicast"},
-     .kind = K_INT, F(nvls)},
+     .kind = K_INT, F(nvls), .lo = 0, .hi = 1},
     {{"NCCL_NVLS_ENABLE", NULL, "",
       "NCCL's own multicast switch, respected: set to 0 (or to anything but a number), it "
       "keeps snapccl's NVLink multicast off too"},
@@ -116,7 +122,7 @@ static const struct setting table[] = {
      .expect = "off, fp8, int8 or int4"},
     {{"SNAPCCL_LOWPREC_GROUP", NULL, "256",
       "elements per low-precision group (one fp32 scale each): a multiple of 32 from 32 to 1024"},
-     .kind = K_INT, F(lowprec_group), .check = check_lowprec_group,
+     .kind = K_INT, F(lowprec_group), .check = check_lowprec_group, .lo = 32, .hi = 1024,
      .expect = "a multiple of 32 from 32 to 1024"},
     {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "8388608",
       "all-reduces smaller than this many bytes stay in full precision when SNAPCCL_LOWPREC is on"},
@@ -127,40 +133,60 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snapccl_env g_env;
 static int g_loaded;
 
-/* Stores text v into dst as s takes it; returns 0 if v does not parse or check. */
-static int store(const struct setting* s, char* dst, const char* v) {
+/* The type's own range, where the table gives none. */
+static void type_range(const struct setting* s, long long* lo, long long* hi) {
+  *lo = s->lo;
+  *hi = s->hi;
+  if (*lo || *hi) return;
+  if (s->kind == K_INT) *lo = INT_MIN, *hi = INT_MAX;
+  else *lo = LLONG_MIN, *hi = LLONG_MAX;
+}
+
+/* Stores text v into dst as s takes it; returns 0 with the reason in why if v does not
+ * parse, lies outside the range, does not fit, or fails the check. */
+static int store(const struct setting* s, char* dst, const char* v, char* why, size_t wlen) {
   char* end = NULL;
+  long long lo, hi;
+  type_range(s, &lo, &hi);
   errno = 0;
   switch (s->kind) {
-    case K_INT: {
-      long x = strtol(v, &end, 0);
-      if (errno || end == v || *end) return 0;
-      *(int*)dst = (int)x;
-      break;
-    }
+    case K_INT:
     case K_I64: {
       long long x = strtoll(v, &end, 0);
-      if (errno || end == v || *end) return 0;
-      *(int64_t*)dst = x;
+      if (end == v || *end) return snprintf(why, wlen, "is not an integer"), 0;
+      if (errno == ERANGE || x < lo || x > hi)
+        return snprintf(why, wlen, "is outside [%lld, %lld]", lo, hi), 0;
+      if (s->kind == K_INT) *(int*)dst = (int)x;
+      else *(int64_t*)dst = x;
       break;
     }
     case K_DOUBLE: {
       double x = strtod(v, &end);
-      if (errno || end == v || *end) return 0;
+      if (end == v || *end) return snprintf(why, wlen, "is not a number"), 0;
+      /* !(x >= lo) also catches NaN. */
+      if (errno == ERANGE || !isfinite(x) || !(x >= (double)lo) || !(x <= (double)hi))
+        return snprintf(why, wlen, "is not a finite number in [%lld, %lld]", lo, hi), 0;
       *(double*)dst = x;
       break;
     }
-    case K_STR:
-      snprintf(dst, s->size, "%s", v);
+    case K_STR: {
+      size_t n = strlen(v);
+      if (n >= s->size)
+        return snprintf(why, wlen, "is %zu characters long, more than the %zu allowed", n,
+                        s->size - 1), 0;
+      memcpy(dst, v, n + 1);
       break;
+    }
     case K_NAME: {
       int x = name_lookup(s->names, v);
-      if (x < 0) return 0;
+      if (x < 0) return snprintf(why, wlen, "is not %s", s->expect ? s->expect : "a valid value"), 0;
       *(int*)dst = x;
       break;
     }
   }
-  return !s->check || s->check(dst);
+  if (s->check && !s->check(dst))
+    return snprintf(why, wlen, "is not %s", s->expect ? s->expect : "a valid value"), 0;
+  return 1;
 }
 
 #define NSETTINGS (sizeof table / sizeof table[0])
@@ -196,15 +222,30 @@ static void parse_one(const struct setting* s, struct snapccl_env* env, struct n
   const char* v = getenv(src);
   if ((!v || !*v) && s->e.fallback) v = getenv(src = s->e.fallback);
   char* dst = (char*)env + s->offset;
+  char why[96];
   if (v && *v) {
-    if (store(s, dst, v)) {
+    if (store(s, dst, v, why, sizeof why)) {
       note(n, LOG_INFO, "%s set by environment to %s", src, v);
       return;
     }
-    note(n, LOG_WARN, "%s=%s is not %s; using the default %s", src, v,
-         s->expect ? s->expect : "a valid value", s->e.def);
+    /* The value may be long (that may be why it is refused): its start is enough. */
+    note(n, LOG_WARN, "%s=%.80s%s %s; using the default %s", src, v, strlen(v) > 80 ? "..." : "",
+         why, s->e.def[0] ? s->e.def : "(empty)");
   }
-  store(s, dst, s->e.def); /* defaults always parse */
+  store(s, dst, s->e.def, why, sizeof why); /* defaults always parse */
+}
+
+int snapccl_env_parse_value(const char* name, const char* value, struct snapccl_env* env,
+                            char* why, size_t wlen) {
+  for (size_t i = 0; i < NSETTINGS; i++) {
+    const struct setting* s = &table[i];
+    if (strcmp(s->e.name, name) != 0) continue;
+    char* dst = (char*)env + s->offset;
+    if (!store(s, dst, s->e.def, why, wlen)) return 0;
+    return store(s, dst, value, why, wlen);
+  }
+  snprintf(why, wlen, "is no setting");
+  return 0;
 }
 
 /* All settings, or (debug_only) the log's, the others kept as they are. */

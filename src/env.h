@@ -33,6 +33,12 @@ void snapccl_env_reload(void);
 /* Parses again only the log's settings (ncclResetDebugInit). */
 void snapccl_env_reload_debug(void);
 
+/* Parses value as the setting `name` (range and length checks included) into its field
+ * of *env, without looking at the environment. Returns 1 if accepted; 0 with the reason
+ * in why if refused (the field then holds the default). For tests and fuzzing. */
+int snapccl_env_parse_value(const char* name, const char* value, struct snapccl_env* env,
+                            char* why, size_t wlen);
+
 /* The table, for documentation checks and for printing at INFO. */
 struct snapccl_env_entry {
   const char* name;

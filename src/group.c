@@ -22,6 +22,12 @@ static _Thread_local struct deferred_init* t_inits;
 static _Thread_local int t_ninits, t_cap_inits;
 static _Thread_local struct snapccl_coll* t_colls;
 static _Thread_local int t_ncolls, t_cap_colls;
+struct deferred_end {
+  struct snapccl_comm* comm;
+  int how;
+};
+static _Thread_local struct deferred_end* t_ends;
+static _Thread_local int t_nends, t_cap_ends;
 static _Thread_local ncclResult_t t_group_error; /* first error of a deferred call */
 
 int snapccl_group_depth(void) { return t_depth; }
@@ -68,9 +74,31 @@ ncclResult_t snapccl_group_defer_coll(const struct snapccl_coll* coll) {
   return ncclSuccess;
 }
 
+ncclResult_t snapccl_group_defer_end(struct snapccl_comm* comm, int how) {
+  if (!grow((void**)&t_ends, &t_cap_ends, t_nends + 1, sizeof *t_ends))
+    SNAP_FAIL(ncclSystemError, "out of memory deferring the end of a communicator");
+  t_ends[t_nends++] = (struct deferred_end){comm, how};
+  return ncclSuccess;
+}
+
+/* The deferred ends, in the order they were called. */
+static ncclResult_t run_ends(void) {
+  ncclResult_t res = ncclSuccess;
+  for (int i = 0; i < t_nends; i++) {
+    ncclResult_t r = ncclSuccess;
+    if (t_ends[i].how == SNAPCCL_END_FINALIZE) r = snapccl_comm_finalize(t_ends[i].comm, "ncclGroupEnd");
+    else snapccl_comm_release(t_ends[i].comm, (enum snapccl_end)t_ends[i].how);
+    if (res == ncclSuccess) res = r;
+  }
+  t_nends = 0;
+  return res;
+}
+
 static void* init_thread(void* arg) {
   struct deferred_init* d = arg;
-  d->result = snapccl_comm_init(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
+  /* Settles the communicator: from here on it may be gone (the application may have
+   * let go of it), so nothing here touches d->comm after this call. */
+  d->result = snapccl_comm_run_init(d->comm, &d->id, d->nranks, d->rank, d->cuda_dev);
   return NULL;
 }
 
@@ -90,15 +118,14 @@ static ncclResult_t run_inits(int* in_progress) {
     } else if (pthread_create(&d->thread, NULL, init_thread, d) != 0) {
       d->thread = 0;
       d->result = snapccl_error(ncclSystemError, __func__, "pthread_create failed");
+      snapccl_comm_settle_failed(d->comm, d->result);
     }
   }
   for (int i = 0; i < n; i++) {
     struct deferred_init* d = &t_inits[i];
     if (d->thread) pthread_join(d->thread, NULL);
-    if (d->result != ncclSuccess && d->result != ncclInProgress) {
-      atomic_store(&d->comm->async_state, (int)d->result);
-      if (res == ncclSuccess) res = d->result;
-    }
+    if (d->result != ncclSuccess && d->result != ncclInProgress && res == ncclSuccess)
+      res = d->result;
   }
   t_ninits = 0;
   return res;
@@ -119,6 +146,8 @@ ncclResult_t snapccl_group_end(void) {
   for (int i = 0; i < t_ncolls && res == ncclSuccess; i++) res = snapccl_coll_check(&t_colls[i]);
   for (int i = 0; i < t_ncolls && res == ncclSuccess; i++) res = snapccl_coll_issue(&t_colls[i]);
   t_ncolls = 0;
+  r = run_ends();
+  if (res == ncclSuccess) res = r;
   if (res == ncclSuccess && in_progress) return ncclInProgress;
   return res;
 }
@@ -136,6 +165,8 @@ ncclResult_t snapccl_group_simulate_end(float* estimated_us) {
   t_group_error = ncclSuccess;
   ncclResult_t r = run_inits(&in_progress);
   t_ncolls = 0;
+  if (res == ncclSuccess) res = r;
+  r = run_ends();
   if (res == ncclSuccess) res = r;
   if (res == ncclSuccess && in_progress) return ncclInProgress;
   return res;

@@ -219,7 +219,12 @@ int snapccl_socket_try_accept(int listen_fd, int* fd, union snapccl_sockaddr* pe
       *fd = c;
       return 1;
     }
-    if (errno == EINTR || errno == ECONNABORTED) continue; /* that peer gave up; next */
+    /* That peer gave up, or (Linux passes them on) its connection met a network
+     * error before we took it: next. */
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == ENETDOWN ||
+        errno == ENOPROTOOPT || errno == EHOSTDOWN || errno == ENONET || errno == EHOSTUNREACH ||
+        errno == EOPNOTSUPP || errno == ENETUNREACH || errno == EPERM)
+      continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     return -1;
   }

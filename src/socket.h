@@ -55,7 +55,7 @@ ncclResult_t snapccl_socket_listen(union snapccl_sockaddr* addr, int* fd);
 
 /* Accepts one pending connection without waiting. Returns 1 with *fd set (made
  * non-blocking and TCP_NODELAY) and *peer filled, 0 if none is pending, -1 with errno
- * on failure. */
+ * on failure (connections that failed before we took them are skipped). */
 int snapccl_socket_try_accept(int listen_fd, int* fd, union snapccl_sockaddr* peer);
 
 /* Connects to addr, retrying while the peer refuses (it may not listen yet) until the

@@ -594,9 +594,11 @@ int t_case_prepare(struct t_world* w, const struct t_case* c, struct t_bufs* b,
   return 0;
 }
 
+/* The ncclRedOp_t of each test op; the PreMulSum ones are created per rank (h->op). */
+static const ncclRedOp_t builtin[] = {ncclSum, ncclProd, ncclMax, ncclMin, ncclAvg, ncclSum, ncclSum};
+
 ncclResult_t t_case_call(struct t_world* w, const struct t_case* c, struct t_bufs* b,
                          struct t_host* h, int r) {
-  static const ncclRedOp_t builtin[] = {ncclSum, ncclProd, ncclMax, ncclMin, ncclAvg, ncclSum, ncclSum};
   const size_t es = esz(c);
   char* rv = c->null_bufs ? NULL : region_recv(c, b, r);
   char* sd = c->null_bufs ? NULL : region_send(c, b, r);
@@ -620,7 +622,7 @@ int t_case_issue(struct t_world* w, const struct t_case* c, struct t_bufs* b, st
     const char* name = NULL;
     int r = w->first;
     ncclResult_t q = snapcclQueryAlgorithm(w->comm[r], t_coll_name(c->coll), c->count, c->dt,
-                                           h->have_op[r] ? h->op[r] : ncclSum, &name);
+                                           h->have_op[r] ? h->op[r] : builtin[c->op], &name);
     if (refused) {
       if (q != refused)
         return t_fail(err, "snapcclQueryAlgorithm returns %s for a call NCCL refuses with %s",

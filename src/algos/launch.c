@@ -61,7 +61,11 @@ void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long
                              size_t esize, struct snapccl_geom* g) {
   const unsigned long long epp = SNAPCCL_PACK / esize;
   const unsigned long long cap_elems = snapccl_coll_layout(coll)->chunk_bytes / esize / epp * epp;
-  unsigned long long chunk = snapccl_split_rounds(coll, slice_elems, esize, cap_elems, epp, &g->blocks);
+  /* Shares of whole 4 KiB pages where the chunk holds pages (every staging chunk does),
+   * so that blocks' pieces of the user buffers start on page boundaries too. */
+  const unsigned long long page = SNAPCCL_STAGING_ALIGN / esize;
+  const unsigned long long quantum = cap_elems % page == 0 ? page : epp;
+  unsigned long long chunk = snapccl_split_rounds(coll, slice_elems, esize, cap_elems, quantum, &g->blocks);
   g->chunk_elems = chunk ? chunk : epp;
 }
 

@@ -34,6 +34,10 @@ static inline unsigned long long snapccl_oneshot_slot_bytes(int nranks) {
   return b < SNAPCCL_ONESHOT_MIN_BYTES ? SNAPCCL_ONESHOT_MIN_BYTES : b;
 }
 
+/* Staging chunks, and blocks' shares of a round when they are larger, are multiples of
+ * this many bytes (transport/workspace.c, algos/launch.c). */
+#define SNAPCCL_STAGING_ALIGN 4096u
+
 /* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. */
 enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_KINDS = 3 };
 

@@ -341,6 +341,8 @@ template <class F> int in_child(const char* name, const char* value, F f) {
     perror("waitpid");
     exit(2);
   }
+  if (WIFSIGNALED(st)) fprintf(stderr, "staged_kernels: the child for %s=%s died of signal %d\n", name, value, WTERMSIG(st));
+  if (WIFEXITED(st) && WEXITSTATUS(st)) fprintf(stderr, "staged_kernels: the child for %s=%s exited with %d\n", name, value, WEXITSTATUS(st));
   return WIFEXITED(st) ? WEXITSTATUS(st) : 2;
 }
 
@@ -369,6 +371,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "ranks must be 2..%d and BYTES a multiple of 16 x ranks\n", MAXR);
     return 2;
   }
+  setvbuf(stdout, nullptr, _IOLBF, 0); // a child that dies keeps the rows it printed
   setenv("SNAPCCL_SHARED_GPU", "1", 1);
   int status = 0;
   printf("# staged_kernels: %d ranks sharing GPU 0 in one process, float sum, %zu bytes, %d iterations\n", o.nranks,

@@ -63,19 +63,20 @@ __device__ __forceinline__ void st_any(char* p, Pack v) {
   }
 }
 
-// The first n (< 16) bytes of a pack; the rest reads as zero. Used for the tail.
+// The first n (< 16) bytes of a pack; the rest reads as zero. Used for the tail. Built
+// in registers byte by byte (no local array), so no access strays past byte n - 1.
 __device__ __forceinline__ Pack ld_part(const char* p, int n) {
-  unsigned char b[16] = {0};
-  for (int i = 0; i < n; i++) b[i] = p[i];
-  Pack v;
-  memcpy(&v, b, 16);
+  const unsigned char* q = reinterpret_cast<const unsigned char*>(p);
+  Pack v{0, 0};
+  for (int i = 0; i < n && i < 8; i++) v.lo |= (unsigned long long)q[i] << (8 * i);
+  for (int i = 8; i < n; i++) v.hi |= (unsigned long long)q[i] << (8 * (i - 8));
   return v;
 }
 
 __device__ __forceinline__ void st_part(char* p, Pack v, int n) {
-  unsigned char b[16];
-  memcpy(b, &v, 16);
-  for (int i = 0; i < n; i++) p[i] = b[i];
+  unsigned char* q = reinterpret_cast<unsigned char*>(p);
+  for (int i = 0; i < n && i < 8; i++) q[i] = (unsigned char)(v.lo >> (8 * i));
+  for (int i = 8; i < n; i++) q[i] = (unsigned char)(v.hi >> (8 * (i - 8)));
 }
 
 // Loads/stores of nbytes (<= 16) at p: the whole pack when it fits, else the tail.
@@ -190,15 +191,15 @@ __device__ __forceinline__ bool wait_flags(const Ctx& c, int kind, unsigned long
 }
 
 // After the block's stores to peers: each peer's flag for this block gets `value`.
-// The barrier orders every thread's stores before the releasing store (cumulativity).
+// The barrier orders every thread's stores before the releasing store, and a release is
+// cumulative: its fence (st.release.sys is fence.acq_rel.sys + store) covers what the
+// barrier ordered before it. A fence.sc.sys (__threadfence_system) in front added nothing
+// to that argument and about a microsecond per signal on ranks sharing an H100.
 __device__ __forceinline__ void signal_flags(const Ctx& c, int kind, unsigned long long value) {
   const snapccl_kargs& a = *c.a;
   __syncthreads();
   int t = threadIdx.x;
-  if (t < a.nranks && t != a.rank) {
-    __threadfence_system();
-    st_release_sys(flag_ptr(a.ws[t], a.lay, kind, a.rank, blockIdx.x), value);
-  }
+  if (t < a.nranks && t != a.rank) st_release_sys(flag_ptr(a.ws[t], a.lay, kind, a.rank, blockIdx.x), value);
 }
 
 __device__ __forceinline__ snapccl_ws_header* header(char* ws) {

@@ -6,7 +6,7 @@
 #include "comm.h"
 
 /* Bytes each block starts with: small messages use few blocks, so few SMs spin. */
-#define BLOCK_BYTES (16u << 10)
+#define BLOCK_BYTES (8u << 10)
 
 static const char* can_run(const struct snapccl_coll* c) {
   const char* why = snapccl_transport_unusable(c);

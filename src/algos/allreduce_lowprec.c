@@ -101,6 +101,8 @@ static double cost(const struct snapccl_coll* c) {
  * latency-bound at 8 warps per SM, and 64 wide blocks ran 256 MiB fp8 in 907 us where 64
  * of 256 threads took 1134 (two ranks sharing the GPU, perf/RESULTS.md section 4). */
 #define ALIGN_BYTES 4096ull
+/* Each block starts with at least this much of its slice (its grid shape as measured). */
+#define LP_MIN_BLOCK_BYTES (32ull << 10)
 
 static unsigned long long gcd(unsigned long long a, unsigned long long b) {
   while (b) {
@@ -122,7 +124,7 @@ void snapccl_lowprec_geometry(const struct snapccl_coll* c, const struct snapccl
     cap = cap / q * q;
   else
     q = 1; /* the chunk cannot hold one aligned share */
-  const unsigned long long m = snapccl_split_rounds(c, groups, gbytes, cap, q, &g->blocks);
+  const unsigned long long m = snapccl_split_rounds(c, groups, gbytes, cap, q, LP_MIN_BLOCK_BYTES, &g->blocks);
   g->mode = SNAPCCL_LP_MODE(s->format, s->group, g->blocks <= snapccl_coll_whole_sms(c));
   g->count = c->count;
   g->chunk_elems = (m ? m : 1) * G;

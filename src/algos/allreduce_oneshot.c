@@ -6,7 +6,7 @@
 #include "algos/launch.h"
 #include "comm.h"
 
-#define BLOCK_BYTES (16u << 10)
+#define BLOCK_BYTES (8u << 10)
 
 static const char* can_run(const struct snapccl_coll* c) {
   const char* why = snapccl_transport_unusable(c);

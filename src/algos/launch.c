@@ -38,14 +38,17 @@ void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_by
   g->count = coll->count;
 }
 
-/* Enough blocks that each starts with at least MIN_BLOCK_BYTES of its slice, the whole
- * slice in as few rounds as the staging allows, and rounds balanced across blocks. */
-#define MIN_BLOCK_BYTES (32u << 10)
+/* The staged kernels' grids: enough blocks that each starts with at least 8 KiB of its
+ * slice (one or two batches of its threads: small calls spread over SMs instead of
+ * queueing batches on one block), the whole slice in as few rounds as the staging
+ * allows, and rounds balanced across blocks. */
+#define STAGED_MIN_BLOCK_BYTES (8u << 10)
 
 unsigned long long snapccl_split_rounds(const struct snapccl_coll* coll, unsigned long long units,
                                         unsigned long long unit_bytes, unsigned long long cap,
-                                        unsigned long long quantum, int* blocks) {
-  unsigned long long want = (units * unit_bytes + MIN_BLOCK_BYTES - 1) / MIN_BLOCK_BYTES;
+                                        unsigned long long quantum, unsigned long long min_block_bytes,
+                                        int* blocks) {
+  unsigned long long want = (units * unit_bytes + min_block_bytes - 1) / min_block_bytes;
   int b = snapccl_coll_max_blocks(coll);
   if (want < (unsigned long long)b) b = want ? (int)want : 1;
   unsigned long long per_round = (unsigned long long)b * cap;
@@ -65,7 +68,8 @@ void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long
    * so that blocks' pieces of the user buffers start on page boundaries too. */
   const unsigned long long page = SNAPCCL_STAGING_ALIGN / esize;
   const unsigned long long quantum = cap_elems % page == 0 ? page : epp;
-  unsigned long long chunk = snapccl_split_rounds(coll, slice_elems, esize, cap_elems, quantum, &g->blocks);
+  unsigned long long chunk = snapccl_split_rounds(coll, slice_elems, esize, cap_elems, quantum,
+                                                  STAGED_MIN_BLOCK_BYTES, &g->blocks);
   g->chunk_elems = chunk ? chunk : epp;
 }
 

@@ -38,13 +38,14 @@ const char* snapccl_oneshot_unfit(const struct snapccl_coll* coll);
 void snapccl_oneshot_geometry(const struct snapccl_coll* coll, unsigned block_bytes,
                               struct snapccl_geom* g);
 /* Splits `units` of a slice (`unit_bytes` of user data each) over blocks and rounds: enough
- * blocks that each starts with at least 32 KiB, within the agreed cap; as few rounds as
+ * blocks that each starts with at least `min_block_bytes`, within the agreed cap; as few rounds as
  * `cap` units per block and round allow; each block's share of a round balanced, rounded
  * up to a multiple of `quantum` (a divisor of cap) and at most cap. Returns the share (0
  * for no units) and sets *blocks. */
 unsigned long long snapccl_split_rounds(const struct snapccl_coll* coll, unsigned long long units,
                                         unsigned long long unit_bytes, unsigned long long cap,
-                                        unsigned long long quantum, int* blocks);
+                                        unsigned long long quantum, unsigned long long min_block_bytes,
+                                        int* blocks);
 /* Staged pipelines: blocks and per-round chunk for `elems` elements of `esize` bytes
  * per slice; identical on every rank (only agreed values go in). */
 void snapccl_staged_geometry(const struct snapccl_coll* coll, unsigned long long slice_elems,

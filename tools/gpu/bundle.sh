@@ -27,7 +27,7 @@ mkdir -p "$out/build/src" "$out/build/tests/gpu" "$out/build/perf" "$out/nccl-te
   "$out/nccl-tests/nvidia"
 find build/src -maxdepth 1 \( -name 'libsnapccl.so*' -o -name 'libnccl.so*' \) ! -name '*.p' \
   -exec cp -a {} "$out/build/src/" \;
-cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_fused_preload build/tests/gpu/gpu_acceptance_matrix \
+cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_lifetime_* build/tests/gpu/gpu_fused_preload build/tests/gpu/gpu_acceptance_matrix \
   "$out/build/tests/gpu/" 2>/dev/null || true
 for f in build/perf/*; do [ -f "$f" ] && [ -x "$f" ] && cp "$f" "$out/build/perf/"; done
 cp build/snapccl_demo "$out/build/"

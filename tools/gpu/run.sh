@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | datapath | features,
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | datapath | features | lifetime,
 #                                  or on several GPUs: mg_suite | mg_features | mg_nt_g | mg_nt_np |
 #                                  mg_interpose | mg_compare
 #
@@ -207,6 +207,16 @@ phase_datapath() {
   done
 }
 
+# The long-life programs of suite gpu-lifetime (docs/ARCHITECTURE.md, "Lifetime"), about 10
+# minutes at full length; LIFETIME_CYCLES and LIFETIME_SOAK_S shorten them to fit one call.
+phase_lifetime() {
+  local T=build/tests/gpu n=${LIFETIME_CYCLES:-1000} s=${LIFETIME_SOAK_S:-170}
+  step lifetime_cycles_inproc 600 -- $T/gpu_lifetime_cycles $n inproc
+  step lifetime_cycles_procs 600 -- $T/gpu_lifetime_cycles $n procs
+  step lifetime_splits 300 -- $T/gpu_lifetime_splits 64
+  step lifetime_soak $((s + 60)) -- $T/gpu_lifetime_soak 300 6 $s
+}
+
 # The features whose GPU checks are pending (low precision, fused op, multicast twins):
 # their GPU tests, the low-precision bitwise check against the CPU simulation and its
 # speed, the fused benchmark and the PyTorch test of the binding.
@@ -331,7 +341,7 @@ phase_mg_compare() {
     --mpirun "$MPIRUN"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|datapath|features|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|datapath|features|lifetime|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

@@ -17,15 +17,8 @@ struct snapccl_cost_constants {
   double hbm_gbps;          /* local read+write bandwidth, GB/s */
 };
 
-/* NVIDIA's NCCL on the same links, as the selector estimates it where no tuning file
- * says: latency plus the bytes each rank sends over a bus bandwidth, per collective. */
-struct snapccl_nccl_constants {
-  double latency_us;
-  double busbw_gbps;
-};
-
 const struct snapccl_cost_constants* snapccl_cost_constants(void);
-const struct snapccl_nccl_constants* snapccl_cost_nccl_constants(int coll_kind);
+
 /* One synchronisation between this communicator's ranks, by where they sit. */
 double snapccl_cost_sync_us(const struct snapccl_comm* comm);
 /* Microseconds to move `bytes` over links / through local memory. */
@@ -34,7 +27,8 @@ double snapccl_cost_local_us(double bytes);
 
 struct snapccl_coll;
 struct snapccl_tuning_row;
-/* The model's estimate of NVIDIA's NCCL running coll. */
+/* The model's estimate of NVIDIA's NCCL running coll: its times measured on two H200s
+ * (cost.c), read at the bytes each rank sends. */
 double snapccl_cost_nccl_us(const struct snapccl_coll* coll);
 /* The tuning file's row covering coll on its communicator (eager launch), or NULL. */
 const struct snapccl_tuning_row* snapccl_cost_row(const struct snapccl_coll* coll);

@@ -27,7 +27,7 @@ import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
-from compare_report import parse_perf_log  # noqa: E402
+from compare_report import algorithm_at, parse_perf_log  # noqa: E402
 
 COLLS = {"all_reduce": "allreduce", "all_gather": "allgather", "reduce_scatter": "reducescatter"}
 DSIZE = {"int8": 1, "uint8": 1, "f8e4m3": 1, "f8e5m2": 1, "half": 2, "bfloat16": 2, "int32": 4,
@@ -118,16 +118,17 @@ def discover(r, coll):
 
 
 def times(text, dsize, forced):
-    """{call bytes: out-of-place us} of the rows that ran and checked correct."""
-    log_ = parse_perf_log(text)
+    """{call bytes: out-of-place us} of the rows that ran, checked correct and, when an
+    algorithm was forced, ran that one (the library's "# snapccl algorithm:" lines)."""
+    parsed = parse_perf_log(text)
     got = {}
-    for row in log_["rows"]:
+    for row in parsed["rows"]:
         t, _, _, wrong = row["oop"]
-        if t is None or t <= 0 or (wrong not in (None, 0)):
+        if t is None or t <= 0 or wrong not in (None, 0):
+            continue
+        if forced and algorithm_at(parsed["algorithms"], row["size"]) != forced:
             continue
         got[row["count"] * dsize] = t
-    if forced and log_["algorithms"] and any(v != forced for v in log_["algorithms"].values()):
-        return {}  # the forced algorithm did not run these calls
     return got
 
 

@@ -37,6 +37,10 @@ static const char good[] =
     "row allgather 2 eager 0 4096 direct direct=7 nccl=13\n"
     "end\n";
 
+static struct snapccl_comm* fake_new(int nranks);
+static void fake_free(struct snapccl_comm* c);
+static const char* query(struct snapccl_comm* c, size_t count, ncclDataType_t dt);
+
 static struct snapccl_tuning* parse(const char* text, const char* key, char* why) {
   why[0] = 0;
   return snapccl_tuning_parse(text, strlen(text), key, why, 300);
@@ -292,6 +296,23 @@ Test(tuning, random_mutations) {
   /* Most mutations break something, some (in comments, times) keep it valid. */
   cr_assert(accepted > 0 && accepted < 20000, "accepted %d", accepted);
   free(buf);
+}
+
+/* What perf/tune.py writes (from its stand-in perf binary, perf/testdata/test_tune.sh keeps
+ * the two equal) is a file the library takes, and its winners are what the selector picks. */
+Test(tuning, the_tools_file_is_accepted) {
+  char why[300];
+  struct snapccl_tuning* t = NULL;
+  cr_assert_eq(snapccl_tuning_read(SNAPCCL_SOURCE_ROOT "/perf/testdata/tune/expected.txt", NULL, &t, why,
+                                   sizeof why), 1, "%s", why);
+  cr_assert_eq(t->nrows, 64);
+  struct snapccl_comm* c = fake_new(2);
+  c->tuning = t;
+  c->real_comm = (ncclComm_t)(uintptr_t)0x1000;
+  cr_assert_str_eq(query(c, 2, ncclFloat32), "lamport", "8 B: the stub's Lamport");
+  cr_assert_str_eq(query(c, 1024, ncclFloat32), "oneshot", "4 KiB: its one-shot");
+  cr_assert_str_eq(query(c, 1 << 16, ncclFloat32), "nccl", "256 KiB: its NCCL");
+  fake_free(c);
 }
 
 /* ---- agreement: forked ranks, each reading its own SNAPCCL_TUNING_FILE ---- */

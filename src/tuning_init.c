@@ -72,11 +72,10 @@ ncclResult_t snapccl_tuning_setup(struct snapccl_comm* comm, const char* key) {
   int differ = -1;
   for (int r = 0; r < comm->nranks && differ < 0; r++)
     if (hashes[r] != hashes[0]) differ = r;
-  if (differ >= 0) {
-    if (hashes[0] || t) /* someone read a file: say why nobody uses it */
-      WARN("rank %d: ranks 0 and %d read different tuning files (hash %016llx and %016llx); every "
-           "rank ignores its file and the cost model decides", comm->rank, differ,
-           (unsigned long long)hashes[0], (unsigned long long)hashes[differ]);
+  if (differ >= 0) { /* some rank read a file (not all hashes are 0): say why nobody uses it */
+    WARN("rank %d: ranks 0 and %d read different tuning files (hash %016llx and %016llx); every "
+         "rank ignores its file and the cost model decides", comm->rank, differ,
+         (unsigned long long)hashes[0], (unsigned long long)hashes[differ]);
     free(t);
     t = NULL;
   }

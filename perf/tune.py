@@ -106,10 +106,11 @@ def discover(r, coll):
     env.pop("SNAPCCL_TUNING_FILE", None)
     out = run(r.cmd(coll, "float", "eager", 8, 8), env, False, r.a.timeout)
     key = path = None
-    m = re.search(r"tuning file (\S+) \(.*topology (.+)$", out, re.M) or \
-        re.search(r"no tuning file(?: at (\S+))?; the cost model decides; topology (.+)$", out, re.M)
+    m = re.search(r"tuning file (\S+) \(\d+ rows.*topology (.+)$", out, re.M) or \
+        re.search(r"no tuning file used \(looked for ([^)]*)\); the cost model decides; topology (.+)$", out, re.M)
     if m:
         path, key = m.group(1), m.group(2).strip()
+        path = path if path.startswith("/") else None  # the library knew no default path
     m = re.search(r"selection: %s\s+algorithms:(.*)$" % COLLS[coll], out, re.M)
     # Opt-in (lossy, wins whenever enabled anyway) and named-only (test twins) entries
     # never run by cost: not timed.

@@ -85,7 +85,7 @@ ncclResult_t snapccl_tuning_setup(struct snapccl_comm* comm, const char* key) {
     INFO(SUB_ALGO, "comm rank %d: tuning file %s (%d rows, hash %016llx) decides where it covers a "
          "call; topology %s", comm->rank, t->source, t->nrows, (unsigned long long)t->hash, key);
   else
-    INFO(SUB_ALGO, "comm rank %d: no tuning file%s%s; the cost model decides; topology %s", comm->rank,
-         path[0] ? " at " : "", path, key);
+    INFO(SUB_ALGO, "comm rank %d: no tuning file used (looked for %s); the cost model decides; topology %s",
+         comm->rank, path[0] ? path : "nothing: no HOME", key);
   return ncclSuccess;
 }

@@ -34,6 +34,11 @@ python3 "$tune" -n 2 --bin "$tmp/bin" --no-nccl --colls all_reduce --dtypes floa
   -b 8 -e 64 >"$tmp/run2.out" 2>&1
 check "default path written" test -s "$tmp/home/tuning-00.txt"
 check "no nccl times with --no-nccl" bash -c "! grep -q 'nccl=' '$tmp/home/tuning-00.txt'"
+# Again, now that the library says it uses that file: the tool replaces it.
+: >"$tmp/home/tuning-00.txt"
+python3 "$tune" -n 2 --bin "$tmp/bin" --no-nccl --colls all_reduce --dtypes float --modes eager \
+  -b 8 -e 64 >"$tmp/run3.out" 2>&1
+check "the file in use is replaced" test "$(grep -c '^row ' "$tmp/home/tuning-00.txt")" -eq 4
 
 # --dry-run runs nothing.
 python3 "$tune" -n 4 --launch threads --bin "$tmp/bin" --no-nccl --algos oneshot --colls reduce_scatter \

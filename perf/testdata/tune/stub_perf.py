@@ -18,8 +18,13 @@ name = forced.split(":", 1)[1] if forced.startswith(key + ":") else None
 
 if os.environ.get("SNAPCCL_DEBUG") == "INFO" and not nvidia:
     home = os.environ.get("TUNE_STUB_HOME", "/nonexistent")
-    print(f"host:1:1 [0] SNAPCCL INFO comm rank 0: no tuning file at {home}/tuning-00.txt; "
-          "the cost model decides; topology gpu=STUB link=shared gpus=1 world=2 per_gpu=2 procs=1")
+    topo = "topology gpu=STUB link=shared gpus=1 world=2 per_gpu=2 procs=1"
+    if os.path.exists(f"{home}/tuning-00.txt"):
+        print(f"host:1:1 [0] SNAPCCL INFO comm rank 0: tuning file {home}/tuning-00.txt (3 rows, hash 00) "
+              f"decides where it covers a call; {topo}")
+    else:
+        print(f"host:1:1 [0] SNAPCCL INFO comm rank 0: no tuning file used (looked for {home}/tuning-00.txt); "
+              f"the cost model decides; {topo}")
     print(f"host:1:1 [0] SNAPCCL INFO comm 0x1 selection: {key:<13} algorithms: lamport oneshot twoshot "
           "lowprec(opt-in) oneshot_twin(named-only)")
 # Made-up times: Lamport fastest small but refuses above 64 KiB, one-shot next, two-shot

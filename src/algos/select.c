@@ -94,9 +94,12 @@ static double cost_us(const struct snapccl_menu* m, int i) {
  * under ours (interposed, fallback, or one we made with a real one underneath). */
 static int nccl_reachable(const struct snapccl_comm* comm) { return comm->real_comm != NULL; }
 
-/* The choice: an algorithm of ours, or NULL with *to_nccl set (NVIDIA's library takes
- * the call: SNAPCCL_ALGO says so, or it is the cheaper), or NULL and the reason there
- * is none in p->why. *us and *measured: the cost that decided. */
+/* Why NVIDIA's library takes a call (choose's *to_nccl). */
+enum { TO_NCCL_NO = 0, TO_NCCL_FORCED, TO_NCCL_CHEAPER, TO_NCCL_ONLY /* none of ours can */ };
+
+/* The choice: an algorithm of ours, or NULL with *to_nccl set when NVIDIA's library
+ * takes the call, or NULL and the reason there is none in p->why. *us and *measured:
+ * the cost that decided. */
 static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct snapccl_pick* p,
                                          int* to_nccl, double* us, int* measured) {
   const struct sel s = {c, snapccl_cost_row(c)};
@@ -106,13 +109,13 @@ static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct sn
       .entry = entry, .can_run = can_run, .cost_us = cost_us};
   char want[64];
   const int forced = snapccl_algo_forced(snapccl_env()->algo, menu.key, want, sizeof want);
-  *to_nccl = 0;
+  *to_nccl = TO_NCCL_NO;
   *us = 0;
   *measured = 0;
   if (forced && !strcmp(want, "nccl")) {
     p->index = -1;
     p->forced = 1;
-    *to_nccl = 1;
+    *to_nccl = TO_NCCL_FORCED;
     snprintf(p->why, sizeof p->why, "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL");
     return NULL;
   }
@@ -124,7 +127,7 @@ static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct sn
   int nccl_measured;
   double nccl_us = snapccl_cost_select_us(s.row, "nccl", snapccl_cost_nccl_us(c), &nccl_measured);
   if (a && nccl_us >= *us) return a;
-  *to_nccl = 1;
+  *to_nccl = a ? TO_NCCL_CHEAPER : TO_NCCL_ONLY;
   if (a) {
     snprintf(p->why, sizeof p->why, "NVIDIA's NCCL is faster here (%s %.1f us, %s %.1f us)",
              nccl_measured ? "measured" : "estimated", nccl_us, a->name, *us);
@@ -152,7 +155,7 @@ ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snap
   double us;
   const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
   if (!a) {
-    if (to_nccl) log_choice(c, "nccl", p.forced, us, measured);
+    if (to_nccl == TO_NCCL_FORCED || to_nccl == TO_NCCL_CHEAPER) log_choice(c, "nccl", p.forced, us, measured);
     TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, p.why);
     return ncclInvalidUsage;
   }

@@ -89,8 +89,5 @@ SNAPCCL_API ncclResult_t snapcclQueryAlgorithm(ncclComm_t comm, const char* coll
   struct snapccl_coll coll;
   SNAP_CHECK(snapccl_coll_prepare(kind, &dummy, &dummy, count, datatype, op, comm, NULL, __func__,
                                   &coll));
-  const struct snapccl_algo* a;
-  SNAP_CHECK(snapccl_algo_select(&coll, &a));
-  *name = a->name;
-  return ncclSuccess;
+  return snapccl_algo_query(&coll, name);
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "algos/select_table.h"
 #include "bootstrap.h"
 #include "env.h"
 #include "error.h"
@@ -20,6 +21,7 @@
 #include "registry.h"
 #include "snapccl.h"
 #include "transport/transport.h"
+#include "tuning.h"
 
 /* Bound on how long ncclCommAbort waits for a running init to settle, and then for
  * kernels to notice the abort word. */
@@ -111,6 +113,11 @@ static ncclResult_t check_and_count(struct snapccl_comm* comm) {
   return ncclSuccess;
 }
 
+static void log_table_line(void* arg, const char* line) {
+  const struct snapccl_comm* comm = arg;
+  INFO(SUB_ALGO, "comm %p selection: %s", (void*)comm, line);
+}
+
 /* Everything after the rendezvous: who is where, the checks, the transport. */
 static ncclResult_t setup_peers(struct snapccl_comm* comm, const char* mode) {
   struct snapccl_peer_info me;
@@ -120,7 +127,11 @@ static ncclResult_t setup_peers(struct snapccl_comm* comm, const char* mode) {
   comm->peers[comm->rank] = me;
   SNAP_CHECK(snapccl_oob_allgather(comm, comm->peers, sizeof me));
   SNAP_CHECK(check_and_count(comm));
+  char key[SNAPCCL_TUNING_KEY_LEN];
+  snapccl_tuning_comm_key(comm, key, sizeof key);
+  SNAP_CHECK(snapccl_tuning_setup(comm, key));
   SNAP_CHECK(snapccl_transport_setup(comm));
+  if (comm->rank == 0 && snapccl_log_enabled(LOG_INFO, SUB_ALGO)) snapccl_select_table(comm, log_table_line, comm);
   INFO(SUB_INIT,
        "comm %p commId 0x%llx rank %d nRanks %d cudaDev %d busId %s ranksOnDev %d ranksInProc %d "
        "gpus %d mode %s version %d.%d.%d (NCCL API %d) - Init COMPLETE",
@@ -328,6 +339,7 @@ void snapccl_comm_free(struct snapccl_comm* comm) {
   /* A real communicator underneath is not freed here: ncclCommDestroy / ncclCommAbort
    * forward to it, each with its own semantics. */
   free(comm->peers);
+  free(comm->tuning);
   while (comm->registrations) {
     struct snapccl_registration* r = comm->registrations;
     comm->registrations = r->next;

@@ -104,6 +104,8 @@ struct snapccl_comm {
    * environment's. Read by every all-reduce's selection, hence one atomic word. */
   _Atomic uint64_t lowprec;
   struct snapccl_nvls* nvls; /* NVLink multicast state and gate verdict (transport/multicast.h) */
+  /* The tuning file every rank agreed on at init (tuning.h), or NULL: the model decides. */
+  struct snapccl_tuning* tuning;
   /* Per collective: the size classes whose choice of algorithm was logged (select.c). */
   atomic_ullong algo_logged[COLL_NKINDS];
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */

@@ -127,6 +127,12 @@ static const struct setting table[] = {
     {{"SNAPCCL_LOWPREC_MIN_BYTES", NULL, "8388608",
       "all-reduces smaller than this many bytes stay in full precision when SNAPCCL_LOWPREC is on"},
      .kind = K_I64, F(lowprec_min_bytes), .check = check_not_negative},
+    {{"SNAPCCL_TUNING_FILE", NULL, "",
+      "tuning file written by perf/tune.py, read at each communicator's init; where it covers "
+      "a call, its measured times choose the algorithm (NVIDIA's NCCL included). Empty: "
+      "$XDG_CACHE_HOME/snapccl/tuning-<topology hash>.txt (~/.cache without XDG_CACHE_HOME) if "
+      "there is one"},
+     .kind = K_STR, F(tuning_file)},
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -22,6 +22,7 @@ struct snapccl_env {
   int lowprec;                 /* SNAPCCL_LOWPREC: SNAPCCL_LOWPREC_OFF, _FP8, _INT8, _INT4 */
   int lowprec_group;           /* SNAPCCL_LOWPREC_GROUP: elements per scale, valid */
   int64_t lowprec_min_bytes;   /* SNAPCCL_LOWPREC_MIN_BYTES (>= 0): smaller all-reduces stay exact */
+  char tuning_file[512];       /* SNAPCCL_TUNING_FILE: measured times (tuning.h); "" = default path */
 };
 
 /* The settings, parsed once on first use. What parsing has to say (a value set, a value

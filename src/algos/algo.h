@@ -41,8 +41,14 @@ const struct snapccl_algo* snapccl_algo_at(int i);
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* coll, const struct snapccl_algo** out);
 /* Interposed mode: the algorithm to take the call with, or (non-success, nothing
  * recorded) none, and the call goes to the real NCCL: no algorithm can run it, a forced
- * one cannot, or SNAPCCL_ALGO names "nccl" for this collective. */
+ * one cannot, SNAPCCL_ALGO names "nccl" for this collective, or NVIDIA's library is the
+ * cheaper (by the tuning file's times, else the cost model's). */
 ncclResult_t snapccl_algo_choose(const struct snapccl_coll* coll, const struct snapccl_algo** out);
+
+/* What snapcclQueryAlgorithm answers: the name of the algorithm that would run coll, or
+ * "nccl" where NVIDIA's library would take it (forced, or cheaper); fails with the
+ * reason when neither can. */
+ncclResult_t snapccl_algo_query(const struct snapccl_coll* coll, const char** name);
 
 /* The algorithms, one file each. */
 extern const struct snapccl_algo snapccl_allreduce_lamport;

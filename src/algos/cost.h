@@ -18,10 +18,26 @@ struct snapccl_cost_constants {
 };
 
 const struct snapccl_cost_constants* snapccl_cost_constants(void);
+
 /* One synchronisation between this communicator's ranks, by where they sit. */
 double snapccl_cost_sync_us(const struct snapccl_comm* comm);
 /* Microseconds to move `bytes` over links / through local memory. */
 double snapccl_cost_link_us(double bytes);
 double snapccl_cost_local_us(double bytes);
+
+struct snapccl_coll;
+struct snapccl_tuning_row;
+/* The model's estimate of NVIDIA's NCCL running coll: its times measured on two H200s
+ * (cost.c), read at the bytes each rank sends. */
+double snapccl_cost_nccl_us(const struct snapccl_coll* coll);
+/* The tuning file's row covering coll on its communicator (eager launch), or NULL. */
+const struct snapccl_tuning_row* snapccl_cost_row(const struct snapccl_coll* coll);
+/* What the selector compares for algorithm `name`: the row's measured time where the row
+ * has one; else the model's estimate, plus SNAPCCL_COST_UNMEASURED_US when a row covers
+ * the call (an algorithm the tool did not time loses to every one it did, and unmeasured
+ * ones still rank among themselves by the model). *measured says which. */
+#define SNAPCCL_COST_UNMEASURED_US 1e12
+double snapccl_cost_select_us(const struct snapccl_tuning_row* row, const char* name,
+                              double model_us, int* measured);
 
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "algos/algo.h"
+#include "algos/cost.h"
 #include "algos/pick.h"
 #include "comm.h"
 #include "env.h"
@@ -48,66 +49,127 @@ const char* snapccl_algo_why_not(const struct snapccl_algo* a, const struct snap
   return why ? why : a->can_run(c);
 }
 
-static void log_choice(const struct snapccl_coll* c, const struct snapccl_algo* a, int forced) {
+/* Once per collective and power-of-two size class, per communicator: whether the call
+ * goes to `name` because of the tuning file's times or the model's estimates. */
+static void log_choice(const struct snapccl_coll* c, const char* name, int forced, double us,
+                       int measured) {
   if (!snapccl_log_enabled(LOG_INFO, SUB_ALGO)) return;
   unsigned long long bytes = c->count * snapccl_dtype_size(c->dtype);
   uint64_t bit = 1ull << snapccl_size_class(bytes);
-  /* Once per collective and power-of-two size class, per communicator. */
   if (atomic_fetch_or_explicit(&c->comm->algo_logged[c->kind], bit, memory_order_relaxed) & bit) return;
-  INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s%s (estimate %.1f us)", c->comm->rank,
-       snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), a->name,
-       forced ? " (forced by SNAPCCL_ALGO)" : "", a->cost_us(c));
+  if (forced)
+    INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s (forced by SNAPCCL_ALGO)", c->comm->rank,
+         snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), name);
+  else
+    INFO(SUB_ALGO, "comm rank %d: %s of %llu B (%s) -> %s (%s %.1f us)", c->comm->rank,
+         snapccl_coll_name(c->kind), bytes, snapccl_dtype_name(c->dtype), name,
+         measured ? "tuning file: measured" : "cost model: estimate", us);
 }
 
-/* The table as pick.h's rule sees it: the entries of the call's collective. */
+/* The call as pick.h's rule sees the table: the entries of the call's collective, costed
+ * by the tuning file's row for the call where there is one (cost.h). */
+struct sel {
+  const struct snapccl_coll* c;
+  const struct snapccl_tuning_row* row;
+};
+
 static int entry(const struct snapccl_menu* m, int i, const char** name, unsigned* flags) {
-  const struct snapccl_coll* c = m->call;
-  if (table[i]->kind != c->kind) return 0;
+  const struct sel* s = m->call;
+  if (table[i]->kind != s->c->kind) return 0;
   *name = table[i]->name;
   *flags = (table[i]->only_when_named ? PICK_NAMED_ONLY : 0u) | (table[i]->opt_in ? PICK_OPT_IN : 0u);
   return 1;
 }
 static const char* can_run(const struct snapccl_menu* m, int i, char* buf, size_t len) {
   (void)buf, (void)len;
-  return snapccl_algo_why_not(table[i], m->call);
+  return snapccl_algo_why_not(table[i], ((const struct sel*)m->call)->c);
 }
-static double cost_us(const struct snapccl_menu* m, int i) { return table[i]->cost_us(m->call); }
+static double cost_us(const struct snapccl_menu* m, int i) {
+  const struct sel* s = m->call;
+  int measured;
+  return snapccl_cost_select_us(s->row, table[i]->name, table[i]->cost_us(s->c), &measured);
+}
 
-/* The choice, or NULL and the reason there is none in p->why. */
-static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct snapccl_pick* p) {
+/* NVIDIA's library is a candidate where the call would reach it: a real communicator
+ * under ours (interposed, fallback, or one we made with a real one underneath). */
+static int nccl_reachable(const struct snapccl_comm* comm) { return comm->real_comm != NULL; }
+
+/* Why NVIDIA's library takes a call (choose's *to_nccl). */
+enum { TO_NCCL_NO = 0, TO_NCCL_FORCED, TO_NCCL_CHEAPER, TO_NCCL_ONLY /* none of ours can */ };
+
+/* The choice: an algorithm of ours, or NULL with *to_nccl set when NVIDIA's library
+ * takes the call, or NULL and the reason there is none in p->why. *us and *measured:
+ * the cost that decided. */
+static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct snapccl_pick* p,
+                                         int* to_nccl, double* us, int* measured) {
+  const struct sel s = {c, snapccl_cost_row(c)};
   const struct snapccl_menu menu = {
       .key = snapccl_coll_name(c->kind), .noun = snapccl_coll_name(c->kind), .kind = "an algorithm",
-      .none = "no algorithm for this collective", .count = NALGOS, .call = c,
+      .none = "no algorithm for this collective", .count = NALGOS, .call = &s,
       .entry = entry, .can_run = can_run, .cost_us = cost_us};
   char want[64];
   const int forced = snapccl_algo_forced(snapccl_env()->algo, menu.key, want, sizeof want);
+  *to_nccl = TO_NCCL_NO;
+  *us = 0;
+  *measured = 0;
   if (forced && !strcmp(want, "nccl")) {
     p->index = -1;
     p->forced = 1;
+    *to_nccl = TO_NCCL_FORCED;
     snprintf(p->why, sizeof p->why, "SNAPCCL_ALGO hands this collective to NVIDIA's NCCL");
     return NULL;
   }
   snapccl_pick(&menu, forced ? want : NULL, p);
-  return p->index >= 0 ? table[p->index] : NULL;
+  const struct snapccl_algo* a = p->index >= 0 ? table[p->index] : NULL;
+  if (a) *us = snapccl_cost_select_us(s.row, a->name, a->cost_us(c), measured);
+  /* Forced, or opt-in (the user asked for it): no contest. */
+  if (p->forced || (a && a->opt_in) || !nccl_reachable(c->comm)) return a;
+  int nccl_measured;
+  double nccl_us = snapccl_cost_select_us(s.row, "nccl", snapccl_cost_nccl_us(c), &nccl_measured);
+  if (a && nccl_us >= *us) return a;
+  *to_nccl = a ? TO_NCCL_CHEAPER : TO_NCCL_ONLY;
+  if (a) {
+    snprintf(p->why, sizeof p->why, "NVIDIA's NCCL is faster here (%s %.1f us, %s %.1f us)",
+             nccl_measured ? "measured" : "estimated", nccl_us, a->name, *us);
+    *us = nccl_us;
+    *measured = nccl_measured;
+    p->index = -1;
+  }
+  return NULL;
 }
 
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
   struct snapccl_pick p;
-  const struct snapccl_algo* a = choose(c, &p);
+  int to_nccl, measured;
+  double us;
+  const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
   if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", p.why);
   *out = a;
-  log_choice(c, a, p.forced);
+  log_choice(c, a->name, p.forced, us, measured);
   return ncclSuccess;
 }
 
 ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snapccl_algo** out) {
   struct snapccl_pick p;
-  const struct snapccl_algo* a = choose(c, &p);
+  int to_nccl, measured;
+  double us;
+  const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
   if (!a) {
+    if (to_nccl == TO_NCCL_FORCED || to_nccl == TO_NCCL_CHEAPER) log_choice(c, "nccl", p.forced, us, measured);
     TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, p.why);
     return ncclInvalidUsage;
   }
   *out = a;
-  log_choice(c, a, p.forced);
+  log_choice(c, a->name, p.forced, us, measured);
+  return ncclSuccess;
+}
+
+ncclResult_t snapccl_algo_query(const struct snapccl_coll* c, const char** name) {
+  struct snapccl_pick p;
+  int to_nccl, measured;
+  double us;
+  const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
+  if (!a && !to_nccl) SNAP_FAIL(ncclInvalidUsage, "%s", p.why);
+  *name = a ? a->name : "nccl";
   return ncclSuccess;
 }

@@ -21,10 +21,11 @@ common=(src/env.c src/log.c src/error.c src/socket.c)
 declare -A sources=(
   [fuzz_bootstrap_wire]="src/bootstrap_wire.c"
   [fuzz_settings]="src/config.c"
+  [fuzz_tuning]="src/tuning.c src/identity.c"
 )
 
 status=0
-for t in fuzz_bootstrap_wire fuzz_settings; do
+for t in fuzz_bootstrap_wire fuzz_settings fuzz_tuning; do
   # shellcheck disable=SC2086
   "$cc" "${flags[@]}" -o "$out/$t" "tests/fuzz/$t.c" ${sources[$t]} "${common[@]}" -lpthread
   mkdir -p "$out/corpus/$t"

@@ -157,8 +157,9 @@ static void graph_test(int n, int replays) {
   cudaGraphExec_t exec[T_MAXR];
   T_REQUIRE_GPU();
   t_env_defaults();
-  /* Small staging: the captured calls take several rounds each. */
-  t_env_set("SNAPCCL_BUFFSIZE", "1048576");
+  /* Staging of a few pages (see many_rounds): the captured calls take many rounds each. */
+  t_env_set("SNAPCCL_BUFFSIZE", "0");
+  t_env_set("SNAPCCL_MAX_BLOCKS", "2");
   T_OK(t_world_init(&w, n, err), err);
   for (int k = 0; k < NS; k++) {
     const struct spec* s = &graph_specs[k];

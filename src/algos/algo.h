@@ -70,5 +70,8 @@ extern const struct snapccl_algo snapccl_allreduce_nvls_oneshot_twin;
 extern const struct snapccl_algo snapccl_allreduce_nvls_twoshot_twin;
 extern const struct snapccl_algo snapccl_allgather_nvls_twin;
 extern const struct snapccl_algo snapccl_reducescatter_nvls_twin;
+extern const struct snapccl_algo snapccl_allreduce_ce;
+extern const struct snapccl_algo snapccl_allgather_ce;
+extern const struct snapccl_algo snapccl_reducescatter_ce;
 
 #endif

@@ -16,6 +16,13 @@ static const struct snapccl_cost_constants constants = {
     .lamport_poll_us = 0.3,
     .link_gbps = 365.0,
     .hbm_gbps = 3900.0,
+    /* Copy engines (not yet measured by us): cudaMemcpyPeerAsync moved 396 GB/s one way
+     * and 392 + 392 both ways on two H200s (issue 25); a copy costs a few microseconds to
+     * start. Within one GPU a copy reads and writes HBM; 1500 GB/s is a guess until the
+     * one-GPU run measures it. */
+    .ce_gbps = 390.0,
+    .ce_local_gbps = 1500.0,
+    .ce_copy_us = 2.5,
 };
 
 const struct snapccl_cost_constants* snapccl_cost_constants(void) { return &constants; }
@@ -84,4 +91,9 @@ double snapccl_cost_select_us(const struct snapccl_tuning_row* row, const char* 
   *measured = snapccl_tuning_time(row, name, &us);
   if (*measured) return us;
   return row ? SNAPCCL_COST_UNMEASURED_US + model_us : model_us;
+}
+
+double snapccl_cost_ce_us(const struct snapccl_comm* comm, double copies, double bytes, double local) {
+  const double peer_gbps = comm->ranks_on_dev > 1 ? constants.ce_local_gbps : constants.ce_gbps;
+  return copies * constants.ce_copy_us + bytes / (peer_gbps * 1e3) + local / (constants.ce_local_gbps * 1e3);
 }

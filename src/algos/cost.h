@@ -15,6 +15,9 @@ struct snapccl_cost_constants {
   double lamport_poll_us;   /* Lamport's extra polling cost per call */
   double link_gbps;         /* SM-driven bytes per second out of one GPU, in GB/s */
   double hbm_gbps;          /* local read+write bandwidth, GB/s */
+  double ce_gbps;           /* one copy engine's bytes per second to a peer GPU, per direction */
+  double ce_local_gbps;     /* ... within one GPU (bound by HBM: ranks sharing a GPU) */
+  double ce_copy_us;        /* starting one cudaMemcpyAsync */
 };
 
 const struct snapccl_cost_constants* snapccl_cost_constants(void);
@@ -24,6 +27,9 @@ double snapccl_cost_sync_us(const struct snapccl_comm* comm);
 /* Microseconds to move `bytes` over links / through local memory. */
 double snapccl_cost_link_us(double bytes);
 double snapccl_cost_local_us(double bytes);
+/* Microseconds for `copies` copy-engine copies moving `bytes` in all between ranks of
+ * this communicator (a peer GPU, or the same one), and `local` bytes within this GPU. */
+double snapccl_cost_ce_us(const struct snapccl_comm* comm, double copies, double bytes, double local);
 
 struct snapccl_coll;
 struct snapccl_tuning_row;

@@ -20,6 +20,7 @@ static const struct snapccl_algo* const table[] = {
     &snapccl_allgather_nvls,         &snapccl_reducescatter_nvls,
     &snapccl_allreduce_nvls_lamport_twin, &snapccl_allreduce_nvls_oneshot_twin,
     &snapccl_allreduce_nvls_twoshot_twin, &snapccl_allgather_nvls_twin, &snapccl_reducescatter_nvls_twin,
+    &snapccl_allreduce_ce,           &snapccl_allgather_ce,           &snapccl_reducescatter_ce,
 };
 #define NALGOS ((int)(sizeof table / sizeof table[0]))
 

@@ -57,6 +57,7 @@ struct snapccl_ws_layout {
   unsigned long long rs_off;        /* [2 slots][nranks][max_blocks][chunk_bytes] */
   unsigned long long ag_off;        /* [2 slots][nranks][max_blocks][chunk_bytes] */
   unsigned long long probe_off;     /* [SNAPCCL_MAX_RANKS][64 bytes], init-time P2P probe */
+  unsigned long long ce_flags_off;  /* uint64 [SNAPCCL_MAX_RANKS]: copy-engine sync flags, by source */
   unsigned long long total;
   unsigned long long oneshot_bytes; /* capacity of one source slot of the one-shot buffers */
   unsigned long long chunk_bytes;   /* capacity of one (slot, src, block) staging chunk */
@@ -67,12 +68,15 @@ struct snapccl_ws_layout {
 /* Device-side failure codes written to snapccl_status.error. */
 enum snapccl_dev_error { DEVERR_NONE = 0, DEVERR_TIMEOUT = 1, DEVERR_ABORTED = 2 };
 
+/* error_where of a wait in the copy-engine algorithms' sync kernel (kernels/ce_sync.cu). */
+#define SNAPCCL_WHERE_CE 4
+
 /* Host-mapped (cudaHostAllocMapped), one per rank and communicator. */
 struct snapccl_status {
   volatile int abort;    /* host sets 1: every wait of this rank's kernels gives up */
   volatile int error;    /* first device-side failure (enum snapccl_dev_error) */
   volatile int error_peer;  /* the rank that was waited for */
-  volatile int error_where; /* enum snapccl_flag_kind, or 3 for Lamport data */
+  volatile int error_where; /* enum snapccl_flag_kind, 3 for Lamport data, SNAPCCL_WHERE_CE */
 };
 
 /* Modes of the staged kernel (reduce-scatter and/or all-gather through staging). */

@@ -165,8 +165,8 @@ const struct snapccl_kargs* snapccl_transport_kargs(const struct snapccl_comm* c
 
 static const char* where_name(int where) {
   static const char* const names[] = {"one-shot flag", "reduce-scatter flag", "all-gather flag",
-                                      "Lamport data"};
-  return where >= 0 && where < 4 ? names[where] : "?";
+                                      "Lamport data", [SNAPCCL_WHERE_CE] = "copy-engine flag"};
+  return where >= 0 && where < (int)(sizeof names / sizeof names[0]) ? names[where] : "?";
 }
 
 void snapccl_transport_poll_error(struct snapccl_comm* comm) {

@@ -413,6 +413,12 @@ int t_algo_accepts(const struct t_case* c, int nranks) {
   size_t bytes = c->count * t_dt_size(c->dt);
   int premul = c->coll != T_AG && (c->op == T_PREMUL_HOST || c->op == T_PREMUL_DEV);
   if (!strcmp(c->algo, "copy")) return nranks == 1 && !premul; /* one rank, data unchanged */
+  /* Copy engine (src/algos/ce_*.c): two ranks or more; every dtype; not a PreMulSum with
+   * each rank's own scalar (host or device: the test gives every rank its own). */
+  if (!strncmp(c->algo, "ce_", 3)) {
+    static const char* const ce[] = {[T_AR] = "ce_allreduce", [T_AG] = "ce_allgather", [T_RS] = "ce_reducescatter"};
+    return !strcmp(c->algo, ce[c->coll]) && nranks > 1 && !premul;
+  }
   if (c->coll != T_AR) return !strcmp(c->algo, "direct");
   if (!strcmp(c->algo, "lamport")) return dts[c->dt].is_float && bytes <= snapccl_oneshot_slot_bytes(nranks);
   if (!strcmp(c->algo, "oneshot")) return bytes <= snapccl_oneshot_slot_bytes(nranks);

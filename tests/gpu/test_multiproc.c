@@ -2,7 +2,8 @@
  * collectives of every algorithm over a spread of dtypes, ops and counts at world sizes
  * 2 and 3; init and clean destroy at 2 and 4; the low-precision all-reduce on large
  * calls (wide blocks, several rounds); a peer SIGKILLed in the middle of a loop
- * of all-reduces, which the survivor must notice within SNAPCCL_TIMEOUT_MS + 1 s.
+ * of all-reduces (of copy-engine all-gathers, reduce-scatters, all-reduces too), which
+ * the survivor must notice within SNAPCCL_TIMEOUT_MS + 1 s.
  *
  * This process never touches CUDA: it forks the ranks first, then creates the unique id
  * (its bootstrap root thread lives here) and hands it to them through pipes. Ranks never
@@ -386,21 +387,36 @@ struct detect {
   char msg[256];
 };
 
+/* The collective a killed-peer loop runs: all-reduce, but for the copy-engine all-gather
+ * and reduce-scatter, which are their own collectives. */
+static int loop_coll(const char* algo) {
+  return !strcmp(algo, "ce_allgather") ? T_AG : !strcmp(algo, "ce_reducescatter") ? T_RS : T_AR;
+}
+
+/* Element i of rank r's input, and of rank `rank`'s expected output, at two ranks. */
+static float loop_in(int r, size_t i) { return (float)(r + 1) * (float)(1 + i % 7); }
+static float loop_out(int coll, int rank, size_t count, size_t i) {
+  if (coll == T_AG) return loop_in((int)(i / count), i % count);
+  return 3.0f * (float)(1 + (coll == T_RS ? (size_t)rank * count + i : i) % 7);
+}
+
 static int loop_rank(int rank, int n, const ncclUniqueId* id, const void* arg, int report) {
   char err[T_ERRLEN];
   struct t_world w;
   const char* algo = arg;
+  const int coll = loop_coll(algo);
   const size_t count = strcmp(algo, "twoshot") ? 4096 : 1 << 18;
+  const size_t in_n = coll == T_RS ? count * (size_t)n : count, out_n = coll == T_AG ? count * (size_t)n : count;
   if (t_gpu_count() <= 0) return EXIT_SKIP;
   t_env_defaults();
   t_env_set("SNAPCCL_TIMEOUT_MS", "2000");
   if (t_world_init_rank(&w, n, rank, id, err) != 0) RANK_FAIL("%s", err);
-  t_set_algo(T_AR, algo);
-  float *send = NULL, *recv = NULL, *host = malloc(count * sizeof *host);
-  if (!host || cudaMalloc((void**)&send, count * 4) != cudaSuccess || cudaMalloc((void**)&recv, count * 4) != cudaSuccess)
+  t_set_algo(coll, algo);
+  float *send = NULL, *recv = NULL, *host = malloc((in_n > out_n ? in_n : out_n) * sizeof *host);
+  if (!host || cudaMalloc((void**)&send, in_n * 4) != cudaSuccess || cudaMalloc((void**)&recv, out_n * 4) != cudaSuccess)
     RANK_FAIL("out of memory");
-  for (size_t i = 0; i < count; i++) host[i] = (float)(rank + 1) * (float)(1 + i % 7);
-  if (cudaMemcpy(send, host, count * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
+  for (size_t i = 0; i < in_n; i++) host[i] = loop_in(rank, i);
+  if (cudaMemcpy(send, host, in_n * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
       cudaDeviceSynchronize() != cudaSuccess) /* a pageable upload may return before it lands */
     RANK_FAIL("upload failed");
   ncclComm_t comm = w.comm[rank];
@@ -408,17 +424,19 @@ static int loop_rank(int rank, int n, const ncclUniqueId* id, const void* arg, i
   ncclResult_t ae = ncclSuccess;
   const double start = t_now();
   for (int it = 0; ae == ncclSuccess; it++) {
-    ncclResult_t res = ncclAllReduce(send, recv, count, ncclFloat32, ncclSum, comm, s);
+    ncclResult_t res = coll == T_AG ? ncclAllGather(send, recv, count, ncclFloat32, comm, s)
+                     : coll == T_RS ? ncclReduceScatter(send, recv, count, ncclFloat32, ncclSum, comm, s)
+                                    : ncclAllReduce(send, recv, count, ncclFloat32, ncclSum, comm, s);
     double wait_end = t_now() + 30;
     cudaError_t e;
     while ((e = cudaStreamQuery(s)) == cudaErrorNotReady && t_now() < wait_end) t_sleep_ms(1);
     if (e != cudaSuccess) RANK_FAIL("iteration %d: the stream %s", it, e == cudaErrorNotReady ? "never completed" : cudaGetErrorString(e));
     if (ncclCommGetAsyncError(comm, &ae) != ncclSuccess) RANK_FAIL("ncclCommGetAsyncError failed");
     if (ae != ncclSuccess) break;
-    if (res != ncclSuccess) RANK_FAIL("iteration %d: ncclAllReduce: %s (%s)", it, ncclGetErrorString(res), ncclGetLastError(NULL));
-    if (cudaMemcpy(host, recv, count * 4, cudaMemcpyDeviceToHost) != cudaSuccess) RANK_FAIL("download failed");
-    for (size_t i = 0; i < count; i++)
-      if (host[i] != 3.0f * (float)(1 + i % 7)) RANK_FAIL("iteration %d: element %zu is %g", it, i, host[i]);
+    if (res != ncclSuccess) RANK_FAIL("iteration %d: %s: %s (%s)", it, algo, ncclGetErrorString(res), ncclGetLastError(NULL));
+    if (cudaMemcpy(host, recv, out_n * 4, cudaMemcpyDeviceToHost) != cudaSuccess) RANK_FAIL("download failed");
+    for (size_t i = 0; i < out_n; i++)
+      if (host[i] != loop_out(coll, rank, count, i)) RANK_FAIL("iteration %d: element %zu is %g", it, i, host[i]);
     if (it == 20 && write(report, "R", 1) != 1) RANK_FAIL("report: %s", strerror(errno));
     if (t_now() - start > 100) RANK_FAIL("no error within 100 s of looping");
   }
@@ -476,3 +494,7 @@ static void killed_peer(const char* algo) {
 Test(killed_peer, lamport, .timeout = 180) { killed_peer("lamport"); }
 Test(killed_peer, oneshot, .timeout = 180) { killed_peer("oneshot"); }
 Test(killed_peer, twoshot, .timeout = 180) { killed_peer("twoshot"); }
+/* The copy-engine algorithms: the survivor waits in their one-warp sync kernel. */
+Test(killed_peer, ce_allgather, .timeout = 180) { killed_peer("ce_allgather"); }
+Test(killed_peer, ce_reducescatter, .timeout = 180) { killed_peer("ce_reducescatter"); }
+Test(killed_peer, ce_allreduce, .timeout = 180) { killed_peer("ce_allreduce"); }

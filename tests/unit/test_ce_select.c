@@ -12,6 +12,7 @@
 #include "algos/algo.h"
 #include "algos/ce_common.h"
 #include "comm.h"
+#include "fake_comm.h"
 #include "env.h"
 #include "nccl.h"
 #include "registry.h"
@@ -30,28 +31,7 @@ static void setup(void) {
   snapccl_env_reload();
 }
 
-static struct snapccl_comm* fake_new(int nranks) {
-  struct snapccl_comm* c = NULL;
-  cr_assert_eq(snapccl_comm_alloc(&c), ncclSuccess);
-  cr_assert_eq(snapccl_config_parse(NULL, &c->config), ncclSuccess);
-  c->nranks = nranks;
-  c->rank = 0;
-  c->cuda_dev = 0;
-  c->ranks_on_dev = c->ranks_on_dev_in_proc = 1;
-  atomic_store(&c->async_state, ncclSuccess);
-  struct snapccl_transport* t = calloc(1, sizeof *t);
-  t->usable = 1;
-  t->max_blocks = 16;
-  snapccl_ws_layout_compute(&t->lay, nranks, 16, 64 << 20);
-  c->transport = t;
-  cr_assert_eq(snapccl_registry_add(c, c), ncclSuccess);
-  return c;
-}
-static void fake_free(struct snapccl_comm* c) {
-  free(c->transport);
-  c->transport = NULL;
-  if (snapccl_registry_remove(c) == c) snapccl_comm_free(c);
-}
+static struct snapccl_comm* fake_new(int nranks) { return fake_comm_new(nranks, 16); }
 
 static const struct snapccl_algo* find(const char* name) {
   for (int i = 0; i < snapccl_algo_count(); i++)
@@ -87,7 +67,7 @@ Test(ce_select, never_chosen_unless_named) {
                  "%s", ncclGetLastError(NULL));
     cr_assert_str_eq(name, ce_names[i]);
   }
-  fake_free(c);
+  fake_comm_free(c);
 }
 
 Test(ce_select, refusals) {
@@ -108,8 +88,8 @@ Test(ce_select, refusals) {
     if (i == COLL_ALLGATHER) cr_assert_null(a->can_run(&z), "all-gather moves bytes");
     else cr_assert_not_null(a->can_run(&z), "%s takes a per-rank PreMulSum scalar", ce_names[i]);
   }
-  fake_free(one);
-  fake_free(two);
+  fake_comm_free(one);
+  fake_comm_free(two);
 }
 
 /* 2 ranks, 16 blocks, 64 MiB: chunks of 512 KiB; staging of 4 x 2 x 16 of them = 64 MiB as
@@ -128,5 +108,5 @@ Test(ce_select, geometry) {
   cr_assert(lay->ce_flags_off + SNAPCCL_MAX_RANKS * 8 <= lay->lamport_off, "the flags overlap the Lamport buffers");
   cr_assert_null(snapccl_ce_too_many(SNAPCCL_CE_MAX_STEPS));
   cr_assert_not_null(snapccl_ce_too_many(SNAPCCL_CE_MAX_STEPS + 1));
-  fake_free(c);
+  fake_comm_free(c);
 }

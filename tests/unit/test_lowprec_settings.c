@@ -14,6 +14,7 @@
 #include "algos/algo.h"
 #include "algos/launch.h"
 #include "comm.h"
+#include "fake_comm.h"
 #include "env.h"
 #include "error.h"
 #include "algos/allreduce_lowprec.h"
@@ -37,30 +38,7 @@ static void setup(void) {
   snapccl_env_reload();
 }
 
-/* A communicator as far as the selector can tell: initialized, registered, with a
- * transport that says it can run collectives (no GPU behind any of it). */
-static struct snapccl_comm* fake_new(int nranks) {
-  struct snapccl_comm* c = NULL;
-  cr_assert_eq(snapccl_comm_alloc(&c), ncclSuccess);
-  cr_assert_eq(snapccl_config_parse(NULL, &c->config), ncclSuccess);
-  c->nranks = nranks;
-  c->rank = 0;
-  c->cuda_dev = 0;
-  c->ranks_on_dev = c->ranks_on_dev_in_proc = 1;
-  atomic_store(&c->async_state, ncclSuccess);
-  struct snapccl_transport* t = calloc(1, sizeof *t);
-  t->usable = 1;
-  t->max_blocks = 16;
-  snapccl_ws_layout_compute(&t->lay, nranks, 16, 64 << 20);
-  c->transport = t;
-  cr_assert_eq(snapccl_registry_add(c, c), ncclSuccess);
-  return c;
-}
-static void fake_free(struct snapccl_comm* c) {
-  free(c->transport);
-  c->transport = NULL;
-  if (snapccl_registry_remove(c) == c) snapccl_comm_free(c);
-}
+static struct snapccl_comm* fake_new(int nranks) { return fake_comm_new(nranks, 16); }
 
 static const char* query(struct snapccl_comm* c, size_t count, ncclDataType_t dt, ncclRedOp_t op) {
   const char* name = NULL;
@@ -172,7 +150,7 @@ Test(lowprec_settings, per_communicator) {
   cr_assert_eq(snapcclCommSetLowPrecision((ncclComm_t)(uintptr_t)0x7f00deadbee0ull, SNAPCCL_LOWPREC_INT8, 256, 0),
                ncclInvalidArgument);
   cr_assert(strstr(ncclGetLastError(NULL), "not a communicator"));
-  fake_free(c);
+  fake_comm_free(c);
 }
 
 Test(lowprec_settings, selection) {
@@ -243,13 +221,13 @@ Test(lowprec_settings, selection) {
   cr_assert_str_neq(name, "lowprec");
   cr_assert_eq(snapcclQueryAlgorithm((ncclComm_t)c, "allgather", big, ncclFloat32, ncclSum, &name), ncclSuccess);
   cr_assert_str_neq(name, "lowprec");
-  fake_free(c);
+  fake_comm_free(c);
 
   /* One rank: the exact copy, never low precision. */
   struct snapccl_comm* one = fake_new(1);
   cr_assert_str_eq(query(one, big, ncclFloat32, ncclSum), "copy");
   cr_assert(strstr(reason(one, big, ncclFloat32, ncclSum), "one rank"));
-  fake_free(one);
+  fake_comm_free(one);
 }
 
 /* ---------------------------------------------------------------- geometry */
@@ -316,7 +294,7 @@ Test(lowprec_settings, geometry) {
                 check_geometry(c, counts[n], dtypes[d], formats[f], groups[k], &g);
               }
       }
-    fake_free(c);
+    fake_comm_free(c);
   }
   /* The case that was slow on the H100: 64 MiB of float16 in fp8, 2 ranks, default staging.
    * An even split is 3 rounds of 342 groups per block; whole 4 KiB shares make it 344. */
@@ -332,7 +310,7 @@ Test(lowprec_settings, geometry) {
   check_geometry(c, 1u << 19, ncclFloat16, SNAPCCL_LP_FP8, 256, &g); /* 1 MiB */
   cr_assert_eq(g.blocks, 16);
   cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 1, "16 blocks fit the 33 whole SMs: wide");
-  fake_free(c);
+  fake_comm_free(c);
   /* One rank per H200, two of them: 32 MB of bfloat16 takes every one of 128 blocks, too
    * many for the 66 whole SMs: 256-thread blocks, in 2 rounds (64 KiB chunks). */
   c = fake_new(2);
@@ -342,5 +320,5 @@ Test(lowprec_settings, geometry) {
   check_geometry(c, 16u << 20, ncclBfloat16, SNAPCCL_LP_FP8, 256, &g);
   cr_assert_eq(g.blocks, 128);
   cr_assert_eq(SNAPCCL_LP_MODE_WIDE(g.mode), 0, "128 blocks, 66 may fill an SM: 256-thread blocks");
-  fake_free(c);
+  fake_comm_free(c);
 }

@@ -14,6 +14,7 @@
 
 #include "algos/select_table.h"
 #include "comm.h"
+#include "fake_comm.h"
 #include "env.h"
 #include "registry.h"
 #include "snapccl.h"
@@ -30,29 +31,12 @@ static void setup_env(void) {
 }
 
 static struct snapccl_comm* fake_new(int nranks, int with_nccl) {
-  struct snapccl_comm* c = NULL;
-  cr_assert_eq(snapccl_comm_alloc(&c), ncclSuccess);
-  cr_assert_eq(snapccl_config_parse(NULL, &c->config), ncclSuccess);
-  c->nranks = nranks;
-  c->ranks_on_dev = c->ranks_on_dev_in_proc = 1;
+  struct snapccl_comm* c = fake_comm_new(nranks, 64);
   c->nlocal_gpus = nranks;
   c->real_comm = with_nccl ? (ncclComm_t)(uintptr_t)0x1000 : NULL; /* asked about, never called */
-  atomic_store(&c->async_state, ncclSuccess);
-  struct snapccl_transport* t = calloc(1, sizeof *t);
-  t->usable = 1;
-  t->max_blocks = 64;
-  snapccl_ws_layout_compute(&t->lay, nranks, 64, 64 << 20);
-  c->transport = t;
-  cr_assert_eq(snapccl_registry_add(c, c), ncclSuccess);
   return c;
 }
 
-static void fake_free(struct snapccl_comm* c) {
-  free(c->transport);
-  c->transport = NULL;
-  c->real_comm = NULL;
-  if (snapccl_registry_remove(c) == c) snapccl_comm_free(c);
-}
 
 struct text {
   char* s;
@@ -100,7 +84,7 @@ Test(select_table, golden) {
       append(&t, head);
       struct snapccl_comm* c = fake_new(nranks[r], with);
       snapccl_select_table(c, append, &t);
-      fake_free(c);
+      fake_comm_free(c);
     }
   if (getenv("SNAPCCL_GOLDEN_UPDATE")) {
     FILE* f = fopen(GOLDEN, "wb");
@@ -150,5 +134,5 @@ Test(select_table, matches_query) {
       cr_assert(found, "%s: no range holds %llu B in \"%s\"", colls[k], bytes, line);
     }
   }
-  fake_free(c);
+  fake_comm_free(c);
 }

@@ -17,6 +17,7 @@
 #include "bootstrap.h"
 #include "bootstrap_util.h"
 #include "comm.h"
+#include "fake_comm.h"
 #include "env.h"
 #include "registry.h"
 #include "snapccl.h"
@@ -38,7 +39,6 @@ static const char good[] =
     "end\n";
 
 static struct snapccl_comm* fake_new(int nranks);
-static void fake_free(struct snapccl_comm* c);
 static const char* query(struct snapccl_comm* c, size_t count, ncclDataType_t dt);
 
 static struct snapccl_tuning* parse(const char* text, const char* key, char* why) {
@@ -312,7 +312,7 @@ Test(tuning, the_tools_file_is_accepted) {
   cr_assert_str_eq(query(c, 2, ncclFloat32), "lamport", "8 B: the stub's Lamport");
   cr_assert_str_eq(query(c, 1024, ncclFloat32), "oneshot", "4 KiB: its one-shot");
   cr_assert_str_eq(query(c, 1 << 16, ncclFloat32), "nccl", "256 KiB: its NCCL");
-  fake_free(c);
+  fake_comm_free(c);
 }
 
 /* ---- agreement: forked ranks, each reading its own SNAPCCL_TUNING_FILE ---- */
@@ -372,28 +372,8 @@ Test(tuning, ranks_agree_or_all_ignore) {
 
 /* ---- the choice with and without a file, on a fake communicator ---- */
 
-static struct snapccl_comm* fake_new(int nranks) {
-  struct snapccl_comm* c = NULL;
-  cr_assert_eq(snapccl_comm_alloc(&c), ncclSuccess);
-  cr_assert_eq(snapccl_config_parse(NULL, &c->config), ncclSuccess);
-  c->nranks = nranks;
-  c->ranks_on_dev = c->ranks_on_dev_in_proc = 1;
-  atomic_store(&c->async_state, ncclSuccess);
-  struct snapccl_transport* t = calloc(1, sizeof *t);
-  t->usable = 1;
-  t->max_blocks = 16;
-  snapccl_ws_layout_compute(&t->lay, nranks, 16, 64 << 20);
-  c->transport = t;
-  cr_assert_eq(snapccl_registry_add(c, c), ncclSuccess);
-  return c;
-}
+static struct snapccl_comm* fake_new(int nranks) { return fake_comm_new(nranks, 16); }
 
-static void fake_free(struct snapccl_comm* c) {
-  free(c->transport);
-  c->transport = NULL;
-  c->real_comm = NULL;
-  if (snapccl_registry_remove(c) == c) snapccl_comm_free(c);
-}
 
 static const char* query(struct snapccl_comm* c, size_t count, ncclDataType_t dt) {
   const char* name = NULL;
@@ -441,5 +421,5 @@ Test(tuning, choice_with_and_without_file) {
   free(c->tuning);
   c->tuning = NULL;
   cr_assert_str_eq(query(c, 1024, ncclFloat32), "lamport");
-  fake_free(c);
+  fake_comm_free(c);
 }

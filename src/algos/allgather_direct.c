@@ -8,12 +8,12 @@
 static const char* can_run(const struct snapccl_coll* c) { return snapccl_transport_unusable(c); }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   int n = c->comm->nranks;
   double bytes = (double)c->count * (double)snapccl_dtype_size(c->dtype);
   double rounds = snapccl_staged_rounds(c, c->count * snapccl_dtype_size(c->dtype), 1);
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
-         snapccl_cost_link_us(bytes * (n - 1)) + snapccl_cost_local_us(bytes * 2 * n);
+         snapccl_cost_link_us(k, bytes * (n - 1)) + snapccl_cost_local_us(k, bytes * 2 * n);
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {

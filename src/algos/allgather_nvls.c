@@ -15,13 +15,13 @@ static const char* can_run(const struct snapccl_coll* c) { return snapccl_nvls_u
 static const char* can_run_twin(const struct snapccl_coll* c) { return snapccl_nvls_unusable(c, 0); }
 
 static double cost_v(const struct snapccl_coll* c, int multicast) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   int n = c->comm->nranks;
   unsigned long long b = c->count * snapccl_dtype_size(c->dtype);
   double rounds = snapccl_staged_rounds(c, b, 1);
   /* Multicast: my input leaves my GPU once, the switch copies it N times. */
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
-         snapccl_cost_link_us((double)b * (multicast ? 1 : n - 1)) + snapccl_cost_local_us((double)b * 2 * n);
+         snapccl_cost_link_us(k, (double)b * (multicast ? 1 : n - 1)) + snapccl_cost_local_us(k, (double)b * 2 * n);
 }
 static double cost(const struct snapccl_coll* c) { return cost_v(c, 1); }
 static double cost_twin(const struct snapccl_coll* c) { return cost_v(c, 0); }

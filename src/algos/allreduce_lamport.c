@@ -17,11 +17,12 @@ static const char* can_run(const struct snapccl_coll* c) {
 }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double bytes = (double)c->count * (double)snapccl_dtype_size(c->dtype);
   int n = c->comm->nranks;
-  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(bytes * (n - 1)) +
-         snapccl_cost_local_us(bytes * (2 * n + 1));
+  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) +
+         snapccl_cost_bytes_us(bytes * (n - 1), k->lamport_link_gbps) +
+         snapccl_cost_local_us(k, bytes * (2 * n + 1));
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {

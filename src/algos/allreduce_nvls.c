@@ -38,18 +38,18 @@ static const char* can_lamport_twin(const struct snapccl_coll* c) { return check
 
 /* One multicast store leaves each GPU once; every rank then reads and resets N slots. */
 static double cost_lamport(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
   int n = c->comm->nranks;
-  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(b) +
-         snapccl_cost_local_us(b * (2 * n + 1));
+  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(k, b) +
+         snapccl_cost_local_us(k, b * (2 * n + 1));
 }
 static double cost_lamport_twin(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
   int n = c->comm->nranks;
-  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(b * (n - 1)) +
-         snapccl_cost_local_us(b * (2 * n + 2));
+  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(k, b * (n - 1)) +
+         snapccl_cost_local_us(k, b * (2 * n + 2));
 }
 
 static ncclResult_t launch_lamport_v(const struct snapccl_coll* c, int multicast) {
@@ -68,16 +68,16 @@ static const char* can_oneshot_twin(const struct snapccl_coll* c) { return check
 /* Every replica serves every rank's reducing load (N reads of each byte leave each GPU);
  * the reduction itself happens in the switch. */
 static double cost_oneshot(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
   int n = c->comm->nranks;
-  return k->launch_us + sync_us(c) + snapccl_cost_link_us(b * (n - 1)) + snapccl_cost_local_us(b * 3);
+  return k->launch_us + sync_us(c) + snapccl_cost_link_us(k, b * (n - 1)) + snapccl_cost_local_us(k, b * 3);
 }
 static double cost_oneshot_twin(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
   int n = c->comm->nranks;
-  return k->launch_us + sync_us(c) + snapccl_cost_link_us(b * (n - 1)) + snapccl_cost_local_us(b * (n + 2));
+  return k->launch_us + sync_us(c) + snapccl_cost_link_us(k, b * (n - 1)) + snapccl_cost_local_us(k, b * (n + 2));
 }
 
 static ncclResult_t launch_oneshot_v(const struct snapccl_coll* c, int multicast) {
@@ -106,16 +106,16 @@ static const char* can_twoshot_twin(const struct snapccl_coll* c) { return check
 /* A reducing load of my slice from every replica, then one multicast store of the result:
  * about the message once out of each GPU, against twice for the unicast two-shot. */
 static double cost_twoshot(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
-  return k->launch_us + 2.0 * rounds(c) * sync_us(c) + snapccl_cost_link_us(b) + snapccl_cost_local_us(b * 3);
+  return k->launch_us + 2.0 * rounds(c) * sync_us(c) + snapccl_cost_link_us(k, b) + snapccl_cost_local_us(k, b * 3);
 }
 static double cost_twoshot_twin(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   double b = bytes_of(c);
   int n = c->comm->nranks;
-  return k->launch_us + 2.0 * rounds(c) * sync_us(c) + snapccl_cost_link_us(2.0 * b * (n - 1) / n) +
-         snapccl_cost_local_us(b * 4);
+  return k->launch_us + 2.0 * rounds(c) * sync_us(c) + snapccl_cost_link_us(k, 2.0 * b * (n - 1) / n) +
+         snapccl_cost_local_us(k, b * 4);
 }
 
 static ncclResult_t launch_twoshot_v(const struct snapccl_coll* c, int multicast) {

@@ -14,13 +14,13 @@ static unsigned long long slice_elems(const struct snapccl_coll* c) {
 static const char* can_run(const struct snapccl_coll* c) { return snapccl_transport_unusable(c); }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double bytes = (double)c->count * (double)es;
   double rounds = snapccl_staged_rounds(c, slice_elems(c), es);
   return k->launch_us + (n > 1 ? 2.0 * rounds * snapccl_cost_sync_us(c->comm) : 0) +
-         snapccl_cost_link_us(2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(bytes * 3);
+         snapccl_cost_link_us(k, 2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(k, bytes * 3);
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {

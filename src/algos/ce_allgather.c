@@ -22,7 +22,7 @@ static const char* can_run(const struct snapccl_coll* c) {
 }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   const double n = c->comm->nranks, R = (double)rounds(c);
   const double bytes = (double)c->count * (double)snapccl_dtype_size(c->dtype);
   return (R + 1) * (k->launch_us + snapccl_cost_sync_us(c->comm)) +

@@ -34,11 +34,11 @@ static const char* can_run(const struct snapccl_coll* c) {
 }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   const double n = c->comm->nranks, R = (double)rounds(c);
   const double slice = (double)slice_elems(c) * (double)snapccl_dtype_size(c->dtype);
   return (2 * R + 2) * (k->launch_us + snapccl_cost_sync_us(c->comm)) + R * k->launch_us +
-         snapccl_cost_ce_us(c->comm, 2 * R * (n - 1), 2 * slice * (n - 1), 0) + snapccl_cost_local_us(slice * (n + 2));
+         snapccl_cost_ce_us(c->comm, 2 * R * (n - 1), 2 * slice * (n - 1), 0) + snapccl_cost_local_us(k, slice * (n + 2));
 }
 
 /* Elements of slice j at offset off, at most P. */

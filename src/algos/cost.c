@@ -3,38 +3,72 @@
 #include "comm.h"
 #include "tuning.h"
 
-/* Measured on two H200s over NVLink 4 (with NCCL 2.28 beside): 3.0 us per eager launch,
- * 1.24 us flag round trip, 364-374 GB/s for kernel remote stores/loads, 3.9 TB/s local
- * copies; on an H100: 0.86 us for a flag round trip between streams of one GPU, 4.5 ms
- * between processes time-slicing one GPU. To be refined from the multi-GPU comparison
- * runs. */
-static const struct snapccl_cost_constants constants = {
+/* Ranks on GPUs of their own. Measured on two H200s over NVLink 4 (with NCCL 2.28
+ * beside): 3.0 us per eager launch, 1.24 us flag round trip, 364-374 GB/s for kernel
+ * remote stores/loads, 3.9 TB/s local copies. To be refined from the multi-GPU
+ * comparison runs. */
+static const struct snapccl_cost_constants own_gpus = {
     .launch_us = 3.0,
     .sync_us = 1.24,
-    .sync_shared_us = 0.86,
-    .sync_timeslice_us = 4500.0,
     .lamport_poll_us = 0.3,
     .link_gbps = 365.0,
+    .oneshot_link_gbps = 365.0,
+    .lamport_link_gbps = 365.0,
     .hbm_gbps = 3900.0,
     /* Copy engines (not yet measured by us): cudaMemcpyPeerAsync moved 396 GB/s one way
      * and 392 + 392 both ways on two H200s (issue 25); a copy costs a few microseconds to
-     * start. Within one GPU a copy reads and writes HBM; 1500 GB/s is a guess until the
-     * one-GPU run measures it. */
+     * start. */
     .ce_gbps = 390.0,
     .ce_local_gbps = 1500.0,
     .ce_copy_us = 2.5,
 };
 
-const struct snapccl_cost_constants* snapccl_cost_constants(void) { return &constants; }
+/* Ranks sharing one GPU in one process (SNAPCCL_SHARED_GPU=1), fitted to two ranks on an
+ * H100 (perf/RESULTS.md section 6: CUDA-graph sweeps, so no host time). Both ranks'
+ * kernels run at once on one GPU's SMs and memory, and the algorithms differ far more
+ * than over NVLink:
+ *   Lamport    6.8-8.6 us up to 32 KiB, then ~30 us more per MiB (its packs double the
+ *              bytes, and its grid is small);
+ *   one-shot   8.2 us at the smallest sizes, ~8.6 us more per MiB from 64 KiB to 1 MiB;
+ *   two-shot   10.4-11.6 us up to 64 KiB, ~3.2 us more per MiB.
+ * Fixed costs: launch 3.0, Lamport's polling 4.0, a flag round trip 4.4 (one-shot one,
+ * two-shot two). The model then keeps Lamport to 16 KiB, the one-shot to 512 KiB and the
+ * two-shot above (measured: Lamport and one-shot even at 32 KiB, one-shot and two-shot
+ * within 3% at 1 MiB). Copies within one GPU read and write HBM; 1500 GB/s is a guess
+ * until a run measures it. */
+static const struct snapccl_cost_constants shared_gpu = {
+    .launch_us = 3.0,
+    .sync_us = 4.4,
+    .lamport_poll_us = 4.0,
+    .link_gbps = 488.0,
+    .oneshot_link_gbps = 139.0,
+    .lamport_link_gbps = 37.0,
+    .hbm_gbps = 3000.0,
+    .ce_gbps = 1500.0,
+    .ce_local_gbps = 1500.0,
+    .ce_copy_us = 2.5,
+};
 
-double snapccl_cost_sync_us(const struct snapccl_comm* comm) {
-  if (comm->ranks_on_dev > comm->ranks_on_dev_in_proc) return constants.sync_timeslice_us;
-  if (comm->ranks_on_dev > 1) return constants.sync_shared_us;
-  return constants.sync_us;
+/* A flag round trip between processes time-slicing one GPU (H100): the other process's
+ * kernel runs only in its time slice. */
+static const double timeslice_sync_us = 4500.0;
+
+const struct snapccl_cost_constants* snapccl_cost_constants(const struct snapccl_comm* comm) {
+  return comm->ranks_on_dev > 1 ? &shared_gpu : &own_gpus;
 }
 
-double snapccl_cost_link_us(double bytes) { return bytes / (constants.link_gbps * 1e3); }
-double snapccl_cost_local_us(double bytes) { return bytes / (constants.hbm_gbps * 1e3); }
+double snapccl_cost_sync_us(const struct snapccl_comm* comm) {
+  if (comm->ranks_on_dev > comm->ranks_on_dev_in_proc) return timeslice_sync_us;
+  return snapccl_cost_constants(comm)->sync_us;
+}
+
+double snapccl_cost_bytes_us(double bytes, double gbps) { return bytes / (gbps * 1e3); }
+double snapccl_cost_link_us(const struct snapccl_cost_constants* k, double bytes) {
+  return snapccl_cost_bytes_us(bytes, k->link_gbps);
+}
+double snapccl_cost_local_us(const struct snapccl_cost_constants* k, double bytes) {
+  return snapccl_cost_bytes_us(bytes, k->hbm_gbps);
+}
 
 /* NCCL 2.28.3 on two H200s over 18 NVLinks (NCCL_NVLS_ENABLE=0), out-of-place eager
  * times measured with the same perf binaries and launch as our kernels (perf/RESULTS.md
@@ -94,6 +128,7 @@ double snapccl_cost_select_us(const struct snapccl_tuning_row* row, const char* 
 }
 
 double snapccl_cost_ce_us(const struct snapccl_comm* comm, double copies, double bytes, double local) {
-  const double peer_gbps = comm->ranks_on_dev > 1 ? constants.ce_local_gbps : constants.ce_gbps;
-  return copies * constants.ce_copy_us + bytes / (peer_gbps * 1e3) + local / (constants.ce_local_gbps * 1e3);
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(comm);
+  return copies * k->ce_copy_us + snapccl_cost_bytes_us(bytes, k->ce_gbps) +
+         snapccl_cost_bytes_us(local, k->ce_local_gbps);
 }

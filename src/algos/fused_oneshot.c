@@ -31,13 +31,14 @@ static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len)
 }
 
 static double cost(const struct snapccl_fused* f) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(f->comm);
   int n = f->comm->nranks;
   double bytes = (double)f->tokens * (double)f->hidden * (double)snapccl_dtype_size(f->dtype);
   /* Reads: every rank's copy of the rows, the residual, the row again from shared
    * memory (free); writes: residual_out, norm_out, the resets of the slots. */
-  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) + snapccl_cost_link_us(bytes * (n - 1)) +
-         snapccl_cost_local_us(bytes * (2.0 * n + 3.0));
+  return k->launch_us + (n > 1 ? k->lamport_poll_us : 0) +
+         snapccl_cost_bytes_us(bytes * (n - 1), k->lamport_link_gbps) +
+         snapccl_cost_local_us(k, bytes * (2.0 * n + 3.0));
 }
 
 static ncclResult_t launch(const struct snapccl_fused* f) {

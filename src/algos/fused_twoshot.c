@@ -48,7 +48,7 @@ static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len)
 }
 
 static double cost(const struct snapccl_fused* f) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(f->comm);
   int n = f->comm->nranks;
   double bytes = (double)f->tokens * (double)f->hidden * (double)snapccl_dtype_size(f->dtype);
   struct geom g;
@@ -56,7 +56,7 @@ static double cost(const struct snapccl_fused* f) {
   /* Reads: input, the peers' slices, the gathered sums, the residual; writes: the
    * staging, residual_out, norm_out. */
   return k->launch_us + (n > 1 ? 2.0 * (double)g.rounds * snapccl_cost_sync_us(f->comm) : 0) +
-         snapccl_cost_link_us(2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(bytes * 6.0);
+         snapccl_cost_link_us(k, 2.0 * bytes * (n - 1) / n) + snapccl_cost_local_us(k, bytes * 6.0);
 }
 
 static ncclResult_t launch(const struct snapccl_fused* f) {

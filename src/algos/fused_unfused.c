@@ -40,12 +40,12 @@ static const char* can_run(const struct snapccl_fused* f, char* buf, size_t len)
 }
 
 static double cost(const struct snapccl_fused* f) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(f->comm);
   struct snapccl_coll coll;
   const struct snapccl_algo* a = ar_algo(f, &coll);
   double bytes = (double)f->tokens * (double)f->hidden * (double)snapccl_dtype_size(f->dtype);
   /* The sum written and read back once more than fused, and a second launch. */
-  return (a ? a->cost_us(&coll) : 1e30) + k->launch_us + snapccl_cost_local_us(bytes * 5.0);
+  return (a ? a->cost_us(&coll) : 1e30) + k->launch_us + snapccl_cost_local_us(k, bytes * 5.0);
 }
 
 static ncclResult_t launch(const struct snapccl_fused* f) {
@@ -84,9 +84,9 @@ static const char* local_can_run(const struct snapccl_fused* f, char* buf, size_
 }
 
 static double local_cost(const struct snapccl_fused* f) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(f->comm);
   double bytes = (double)f->tokens * (double)f->hidden * (double)snapccl_dtype_size(f->dtype);
-  return k->launch_us + snapccl_cost_local_us(bytes * 4.0);
+  return k->launch_us + snapccl_cost_local_us(k, bytes * 4.0);
 }
 
 static ncclResult_t local_launch(const struct snapccl_fused* f) {

@@ -8,13 +8,13 @@
 static const char* can_run(const struct snapccl_coll* c) { return snapccl_transport_unusable(c); }
 
 static double cost(const struct snapccl_coll* c) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double slice = (double)c->count * (double)es;
   double rounds = snapccl_staged_rounds(c, c->count, es);
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
-         snapccl_cost_link_us(slice * (n - 1)) + snapccl_cost_local_us(slice * (n + 1));
+         snapccl_cost_link_us(k, slice * (n - 1)) + snapccl_cost_local_us(k, slice * (n + 1));
 }
 
 static ncclResult_t launch(const struct snapccl_coll* c) {

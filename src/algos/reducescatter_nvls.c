@@ -19,14 +19,14 @@ static const char* can_run(const struct snapccl_coll* c) { return check(c, 1); }
 static const char* can_run_twin(const struct snapccl_coll* c) { return check(c, 0); }
 
 static double cost_v(const struct snapccl_coll* c, int multicast) {
-  const struct snapccl_cost_constants* k = snapccl_cost_constants();
+  const struct snapccl_cost_constants* k = snapccl_cost_constants(c->comm);
   int n = c->comm->nranks;
   size_t es = snapccl_dtype_size(c->dtype);
   double slice = (double)c->count * (double)es;
   double rounds = snapccl_staged_rounds(c, c->count, es);
   /* Both read every other replica's copy of my slice once; the twin also sums locally. */
   return k->launch_us + (n > 1 ? rounds * snapccl_cost_sync_us(c->comm) : 0) +
-         snapccl_cost_link_us(slice * (n - 1)) + snapccl_cost_local_us(slice * (multicast ? 2 * n + 1 : 3 * n + 1));
+         snapccl_cost_link_us(k, slice * (n - 1)) + snapccl_cost_local_us(k, slice * (multicast ? 2 * n + 1 : 3 * n + 1));
 }
 static double cost(const struct snapccl_coll* c) { return cost_v(c, 1); }
 static double cost_twin(const struct snapccl_coll* c) { return cost_v(c, 0); }

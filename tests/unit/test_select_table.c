@@ -1,6 +1,6 @@
 /* The selector's crossover table, pinned: for 1, 2, 4 and 8 ranks on their own GPUs,
- * with and without NVIDIA's library underneath (then "nccl" is a candidate), every
- * collective and dtype, the algorithm chosen at each power of two of bytes, as
+ * with and without NVIDIA's library underneath (then "nccl" is a candidate), and for two
+ * ranks sharing one GPU in one process, every collective and dtype, the algorithm chosen at each power of two of bytes, as
  * snapcclQueryAlgorithm answers on a fake communicator. A change to a cost formula or
  * constant shows up here as a diff of tests/unit/golden/select_table.txt, not as a
  * surprise in a benchmark. After a deliberate change:
@@ -34,6 +34,14 @@ static struct snapccl_comm* fake_new(int nranks, int with_nccl) {
   struct snapccl_comm* c = fake_comm_new(nranks, 64);
   c->nlocal_gpus = nranks;
   c->real_comm = with_nccl ? (ncclComm_t)(uintptr_t)0x1000 : NULL; /* asked about, never called */
+  return c;
+}
+
+/* Two ranks sharing one GPU in one process, at that placement's block cap. */
+static struct snapccl_comm* fake_shared_new(void) {
+  struct snapccl_comm* c = fake_comm_new(2, 66);
+  c->nlocal_gpus = 1;
+  c->ranks_on_dev = c->ranks_on_dev_in_proc = 2;
   return c;
 }
 
@@ -86,6 +94,10 @@ Test(select_table, golden) {
       snapccl_select_table(c, append, &t);
       fake_comm_free(c);
     }
+  append(&t, "# 2 ranks sharing one GPU in one process, snapccl alone");
+  struct snapccl_comm* shared = fake_shared_new();
+  snapccl_select_table(shared, append, &t);
+  fake_comm_free(shared);
   if (getenv("SNAPCCL_GOLDEN_UPDATE")) {
     FILE* f = fopen(GOLDEN, "wb");
     cr_assert(f);
@@ -133,6 +145,27 @@ Test(select_table, matches_query) {
       }
       cr_assert(found, "%s: no range holds %llu B in \"%s\"", colls[k], bytes, line);
     }
+  }
+  fake_comm_free(c);
+}
+
+/* Two ranks sharing a GPU: where the measured times cross (the shared-GPU constants of
+ * cost.c), Lamport for the smallest calls, the one-shot in the middle, the two-shot for
+ * the rest. */
+Test(select_table, shared_gpu_crossovers) {
+  struct snapccl_comm* c = fake_shared_new();
+  static const struct {
+    size_t bytes;
+    const char* want;
+  } cases[] = {{64, "lamport"},       {8192, "lamport"},        {131072, "oneshot"},
+               {262144, "oneshot"},   {524288, "oneshot"},      {1048576, "twoshot"},
+               {8388608, "twoshot"},  {268435456, "twoshot"}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char* name = NULL;
+    cr_assert_eq(snapcclQueryAlgorithm((ncclComm_t)c, "allreduce", cases[i].bytes / 4, ncclFloat32,
+                                       ncclSum, &name),
+                 ncclSuccess);
+    cr_assert_str_eq(name, cases[i].want, "%zu B: %s, want %s", cases[i].bytes, name, cases[i].want);
   }
   fake_comm_free(c);
 }

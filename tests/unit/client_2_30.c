@@ -16,6 +16,9 @@
  *
  *   client_2_30 standalone   SNAPCCL_NCCL_LIB empty: no real NCCL anywhere
  *   client_2_30 fallback     SNAPCCL_NCCL_LIB names the stand-in library (fake_nccl.c)
+ *   client_2_30 host         SNAPCCL_NCCL_LIB names a GPU host's NVIDIA library: from 2.30
+ *                            on, ncclCommMemStats and ncclParamGet reach it; before, they
+ *                            say the library does not provide them
  * Exit status 0 when every check passed. */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -223,15 +226,42 @@ static void check_fallback(void) {
   printf("fallback: 2.30 functions reach the real library; missing ones say so\n");
 }
 
+/* NVIDIA's own library underneath. Both calls pass no communicator or handle, which a
+ * 2.30 library refuses with a code of its own (any but "not provided" passes). */
+static void check_host_library(void) {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess || v < 22800)
+    FAIL("ncclGetVersion gave %d: no NVIDIA library of 2.28 or later is serving", v);
+  if (!ncclCommMemStats || !ncclParamGet) return;
+  uint64_t value = 0;
+  int len = 0;
+  char buf[8];
+  reset_last_error();
+  ncclResult_t r1 = ncclCommMemStats(NULL, MEMSTAT_TOTAL, &value);
+  int said1 = strstr(ncclGetLastError(NULL), "does not provide") != NULL;
+  printf("ncclCommMemStats(NULL): %d, \"%s\"\n", (int)r1, ncclGetLastError(NULL));
+  reset_last_error();
+  ncclResult_t r2 = ncclParamGet(NULL, buf, sizeof buf, &len);
+  int said2 = strstr(ncclGetLastError(NULL), "does not provide") != NULL;
+  printf("ncclParamGet(NULL): %d, \"%s\"\n", (int)r2, ncclGetLastError(NULL));
+  const int provided = v >= 23000;
+  if (provided ? (said1 || said2) : !(r1 == ncclInvalidUsage && said1 && r2 == ncclInvalidUsage && said2))
+    FAIL("NVIDIA's %d %s these functions, and the answers above disagree", v,
+         provided ? "provides" : "does not provide");
+  printf("host library %d: ncclCommMemStats and ncclParamGet %s\n", v,
+         provided ? "answered by it" : "refused with the reason (it lacks them)");
+}
+
 int main(int argc, char** argv) {
   const char* mode = argc > 1 ? argv[1] : "";
-  if (strcmp(mode, "standalone") != 0 && strcmp(mode, "fallback") != 0) {
-    fprintf(stderr, "usage: %s standalone|fallback\n", argv[0]);
+  if (strcmp(mode, "standalone") != 0 && strcmp(mode, "fallback") != 0 && strcmp(mode, "host") != 0) {
+    fprintf(stderr, "usage: %s standalone|fallback|host\n", argv[0]);
     return 2;
   }
   check_exports();
   if (!strcmp(mode, "standalone")) check_standalone_stubs();
-  else check_fallback();
+  else if (!strcmp(mode, "fallback")) check_fallback();
+  else check_host_library();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

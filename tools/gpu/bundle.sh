@@ -31,6 +31,9 @@ cp build/tests/gpu/gpu_test_* build/tests/gpu/gpu_lifetime_* build/tests/gpu/gpu
   "$out/build/tests/gpu/" 2>/dev/null || true
 for f in build/perf/*; do [ -f "$f" ] && [ -x "$f" ] && cp "$f" "$out/build/perf/"; done
 cp build/snapccl_demo "$out/build/"
+# The 2.30 client, for the fallback check over the host's own NVIDIA library.
+mkdir -p "$out/build/tests"
+cp build/tests/unit_client_2_30 "$out/build/tests/"
 if [ -n "${OLD_LIB:-}" ]; then
   mkdir -p "$out/old"
   find "$OLD_LIB" -maxdepth 1 \( -name 'libsnapccl.so*' -o -name 'libnccl.so*' \) ! -name '*.p' \

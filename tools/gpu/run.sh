@@ -3,7 +3,7 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | latency | perf | compare | datapath | features | lifetime,
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | dropin | latency | perf | compare | datapath | features | lifetime,
 #                                  or on several GPUs: mg_suite | mg_features | mg_nt_g | mg_nt_np |
 #                                  mg_interpose | mg_compare
 #
@@ -177,6 +177,27 @@ phase_interpose() {
     $TR --nproc-per-node 2 tests/torch/collectives.py --shared-gpu --no-broadcast
 }
 
+# Drop-in checks: the acceptance matrix against this host's NVIDIA library, the 2.30 client
+# over it in fallback mode, and nccl-tests (built against us) with -c 1 at world size 1,
+# two ranks sharing the GPU in one process (-g 2) and in two processes.
+phase_dropin() {
+  local L=$SNAPLIB:$CUDA_LIB coll g
+  step acceptance_matrix 300 -- tests/gpu/run_acceptance_matrix.sh "$REAL_NCCL" build
+  step client_2_30_host 60 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_NCCL_LIB=$REAL_NCCL -- \
+    build/tests/unit_client_2_30 host
+  for coll in all_reduce reduce_scatter all_gather; do
+    for g in 0 1; do
+      step "nt_ws1_${coll}_G$g" 90 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH -- \
+        "$NT_OURS/${coll}_perf" -b 8 -e 256M -f 4 -g 1 -c 1 -G $g
+      step "nt_g2_${coll}_G$g" 90 LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 -- \
+        "$NT_OURS/${coll}_perf" -b 8 -e 256M -f 4 -g 2 -c 1 -G $g
+    done
+    step "nt_mpi2_${coll}" 120 -- $MPIRUN -np 2 -x LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH \
+      -x NCCL_TESTS_DEVICE=0 -x SNAPCCL_SHARED_GPU=1 "$NT_OURS/${coll}_perf" -b 8 -e 16M -f 8 \
+      -n 5 -w 1 -c 1
+  done
+}
+
 # The staged data path on ranks sharing the GPU (two in one process): the kernel benchmark
 # (GB/s per block next to a copy kernel, HBM bound, fixed cost per algorithm); the perf
 # binaries at 256 MiB with 8 blocks and the default cap, against the library in
@@ -341,7 +362,7 @@ phase_mg_compare() {
     --mpirun "$MPIRUN"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|latency|perf|compare|datapath|features|lifetime|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|dropin|latency|perf|compare|datapath|features|lifetime|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

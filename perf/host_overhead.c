@@ -15,6 +15,7 @@
 #include <dlfcn.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,7 +175,7 @@ struct team {
   pthread_barrier_t barrier;
   ncclUniqueId id;
   int dev;
-  int failed;
+  atomic_int failed; /* a rank failed: every rank stops at the next barrier */
   struct row rows[HO_MAX_RANKS];
   double bare_median, bare_p99; /* of launch_empty */
 };

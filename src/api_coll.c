@@ -13,8 +13,13 @@
 #include "snapccl.h"
 
 static ncclResult_t run_ours(const struct snapccl_coll* coll) {
-  if (coll->count == 0) return ncclSuccess; /* nothing to move: NCCL returns at once too */
-  return snapccl_group_depth() > 0 ? snapccl_group_defer_coll(coll) : snapccl_coll_issue(coll);
+  ncclResult_t r = ncclSuccess; /* count 0: nothing to move, NCCL returns at once too */
+  if (coll->count > 0)
+    r = snapccl_group_depth() > 0 ? snapccl_group_defer_coll(coll) : snapccl_coll_issue(coll);
+  /* The launch ended the profiled call already; a call deferred, empty or failed ends
+   * here, so that nothing after it counts toward it. */
+  SNAP_PROF_END(PROF_LAUNCH);
+  return r;
 }
 
 static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,

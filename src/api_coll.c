@@ -67,6 +67,7 @@ static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, v
   ncclResult_t r = snapccl_coll_prepare(kind, sendbuff, recvbuff, count, dtype, op, comm, stream,
                                         func, &coll);
   if (r == ncclSuccess) r = run_ours(&coll);
+  else SNAP_PROF_END(PROF_CHECKS);
   snapccl_group_record_error(r);
   return r;
 }

@@ -158,7 +158,7 @@ static const struct snapccl_algo* choose_cached(const struct snapccl_coll* c, st
   const unsigned flags = call_flags(c);
   uint64_t stamp = 0;
   int index;
-  if (use && snapccl_select_cache_get(c->comm, c, flags, &stamp, &index, to_nccl)) {
+  if (use && snapccl_select_cache_get(c->comm, c, flags, &stamp, &index, to_nccl) && index < NALGOS) {
     *fresh = 0;
     return index >= 0 ? table[index] : NULL;
   }

@@ -7,13 +7,19 @@
 #include "comm.h"
 #include "error.h"
 #include "group.h"
+#include "host_profile.h"
 #include "interpose.h"
 #include "registry.h"
 #include "snapccl.h"
 
 static ncclResult_t run_ours(const struct snapccl_coll* coll) {
-  if (coll->count == 0) return ncclSuccess; /* nothing to move: NCCL returns at once too */
-  return snapccl_group_depth() > 0 ? snapccl_group_defer_coll(coll) : snapccl_coll_issue(coll);
+  ncclResult_t r = ncclSuccess; /* count 0: nothing to move, NCCL returns at once too */
+  if (coll->count > 0)
+    r = snapccl_group_depth() > 0 ? snapccl_group_defer_coll(coll) : snapccl_coll_issue(coll);
+  /* The launch ended the profiled call already; a call deferred, empty or failed ends
+   * here, so that nothing after it counts toward it. */
+  SNAP_PROF_END(PROF_LAUNCH);
+  return r;
 }
 
 static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, void* recvbuff,
@@ -21,6 +27,7 @@ static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, v
                             cudaStream_t stream, const char* func) {
   struct snapccl_coll coll;
   ncclComm_t rh;
+  SNAP_PROF_BEGIN();
   if (snapccl_forward_target(comm, &rh)) {
     /* The real library's communicator: take the call if we are attached and an
      * algorithm of ours runs it; anything else (including a call our checks reject)
@@ -32,10 +39,14 @@ static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, v
         if (snapccl_group_depth() > 0) snapccl_adopt_later(c); /* at the group's end */
         else snapccl_maybe_attach(c, stream);
       }
-      if (!atomic_load(&c->attach_pending) && c->transport &&
-          atomic_load(&c->async_state) == ncclSuccess &&
-          snapccl_coll_prepare_quiet(kind, sendbuff, recvbuff, count, dtype, op, c, stream, &coll) &&
-          snapccl_algo_choose(&coll, &algo) == ncclSuccess) {
+      int ok = !atomic_load(&c->attach_pending) && c->transport &&
+               atomic_load(&c->async_state) == ncclSuccess;
+      SNAP_PROF_MARK(PROF_LOOKUP);
+      ok = ok && snapccl_coll_prepare_quiet(kind, sendbuff, recvbuff, count, dtype, op, c, stream, &coll);
+      SNAP_PROF_MARK(PROF_CHECKS);
+      ok = ok && snapccl_algo_choose(&coll, &algo) == ncclSuccess;
+      SNAP_PROF_MARK(PROF_SELECT);
+      if (ok) {
         coll.algo = algo; /* issued as chosen, not selected again */
         snapccl_count_call(c, kind, count * snapccl_dtype_size(dtype), 1);
         return run_ours(&coll);
@@ -43,18 +54,20 @@ static ncclResult_t enqueue(enum snapccl_coll_kind kind, const void* sendbuff, v
       snapccl_count_call(c, kind, count * snapccl_dtype_size(dtype), 0);
     }
     const struct snapccl_real* real = snapccl_real();
+    ncclResult_t fr;
+    SNAP_PROF_MARK(PROF_LOOKUP);
     switch (kind) {
-      case COLL_ALLREDUCE:
-        return snapccl_forwarded(real->ncclAllReduce(sendbuff, recvbuff, count, dtype, op, rh, stream));
-      case COLL_ALLGATHER:
-        return snapccl_forwarded(real->ncclAllGather(sendbuff, recvbuff, count, dtype, rh, stream));
-      default:
-        return snapccl_forwarded(real->ncclReduceScatter(sendbuff, recvbuff, count, dtype, op, rh, stream));
+      case COLL_ALLREDUCE: fr = real->ncclAllReduce(sendbuff, recvbuff, count, dtype, op, rh, stream); break;
+      case COLL_ALLGATHER: fr = real->ncclAllGather(sendbuff, recvbuff, count, dtype, rh, stream); break;
+      default: fr = real->ncclReduceScatter(sendbuff, recvbuff, count, dtype, op, rh, stream); break;
     }
+    SNAP_PROF_END(PROF_REAL);
+    return snapccl_forwarded(fr);
   }
   ncclResult_t r = snapccl_coll_prepare(kind, sendbuff, recvbuff, count, dtype, op, comm, stream,
                                         func, &coll);
   if (r == ncclSuccess) r = run_ours(&coll);
+  else SNAP_PROF_END(PROF_CHECKS);
   snapccl_group_record_error(r);
   return r;
 }

@@ -7,6 +7,7 @@
 
 #include "comm.h"
 #include "error.h"
+#include "host_profile.h"
 
 static const struct {
   const char* name;
@@ -171,7 +172,9 @@ ncclResult_t snapccl_coll_prepare(enum snapccl_coll_kind kind, const void* sendb
   char why[256];
   memset(out, 0, sizeof *out);
   SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
+  SNAP_PROF_MARK(PROF_LOOKUP);
   ncclResult_t r = check(kind, sendbuff, recvbuff, count, dtype, op, c, stream, out, why, sizeof why);
+  SNAP_PROF_MARK(PROF_CHECKS);
   if (r != ncclSuccess) return snapccl_error(r, func, "%s", why);
   return ncclSuccess;
 }

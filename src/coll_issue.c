@@ -4,6 +4,7 @@
 #include "algos/algo.h"
 #include "coll.h"
 #include "error.h"
+#include "host_profile.h"
 
 ncclResult_t snapccl_coll_check(struct snapccl_coll* coll) {
   if (coll->algo) return ncclSuccess;
@@ -13,6 +14,7 @@ ncclResult_t snapccl_coll_check(struct snapccl_coll* coll) {
 ncclResult_t snapccl_coll_issue(const struct snapccl_coll* coll) {
   const struct snapccl_algo* a = coll->algo;
   if (!a) SNAP_CHECK(snapccl_algo_select(coll, &a));
+  SNAP_PROF_MARK(PROF_SELECT);
   return a->launch(coll);
 }
 

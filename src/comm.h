@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "algos/select_cache.h"
 #include "coll.h"
 #include "nccl.h"
 
@@ -111,6 +112,8 @@ struct snapccl_comm {
   /* Calls taken / forwarded per collective and power-of-two size class (interposition). */
   atomic_ullong taken[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
   atomic_ullong forwarded[COLL_NKINDS][SNAPCCL_SIZE_CLASSES];
+  /* The algorithms chosen for recent calls (algos/select_cache.h). */
+  struct snapccl_select_cache select_cache;
 };
 
 enum { INIT_SETTLED = 0, INIT_BUSY, INIT_ORPHANED };

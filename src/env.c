@@ -138,6 +138,7 @@ static const struct setting table[] = {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snapccl_env g_env;
 static int g_loaded;
+static unsigned long long g_generation; /* reloads so far (snapccl_env_generation) */
 
 /* The type's own range, where the table gives none. */
 static void type_range(const struct setting* s, long long* lo, long long* hi) {
@@ -280,11 +281,15 @@ static void reload(int debug_only) {
   pthread_mutex_lock(&g_lock);
   load_locked(debug_only, &n);
   pthread_mutex_unlock(&g_lock);
+  /* SNAPCCL_ALGO and the low-precision settings decide choices of algorithm: the
+   * remembered ones (algos/select_cache.h) hold only for the settings they saw. */
+  __atomic_add_fetch(&g_generation, 1, __ATOMIC_ACQ_REL);
   snapccl_log_reload();
   flush(&n);
 }
 
 void snapccl_env_reload(void) { reload(0); }
+unsigned long long snapccl_env_generation(void) { return __atomic_load_n(&g_generation, __ATOMIC_ACQUIRE); }
 void snapccl_env_reload_debug(void) { reload(1); }
 
 size_t snapccl_env_table(const struct snapccl_env_entry** entries) {

@@ -31,6 +31,9 @@ struct snapccl_env {
 const struct snapccl_env* snapccl_env(void);
 /* Parses the environment again (tests change it between cases). */
 void snapccl_env_reload(void);
+/* How many times the settings were re-read: a value computed from them is stale once
+ * this changes. */
+unsigned long long snapccl_env_generation(void);
 /* Parses again only the log's settings (ncclResetDebugInit). */
 void snapccl_env_reload_debug(void);
 

@@ -1,23 +1,37 @@
 #include "registry.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "error.h"
 
-/* Open addressing keyed by the handle's address; lookups happen on every call, so
- * they stay O(1) under one uncontended mutex. */
+/* Open addressing keyed by the handle's address, changed under one mutex. Lookups happen
+ * on every call: each thread remembers its last hit with the table's generation, which
+ * every change bumps, and a hit of the same handle in the same generation takes no lock.
+ * (The application keeps a communicator alive while it calls on it, as with NCCL; the
+ * generation only has to say that the mapping is still the one looked up.) */
 struct slot {
   const void* key;
   struct snapccl_comm* comm;
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic unsigned long long g_generation = 1; /* never 0: 0 marks an empty memo */
 static struct slot* g_slots;
 static size_t g_cap; /* power of two */
 static size_t g_used; /* live entries */
 static size_t g_tomb; /* deleted markers */
+
+/* This thread's last lookup (a miss too: forwarded handles are looked up on every call). */
+static _Thread_local struct {
+  const void* handle;
+  struct snapccl_comm* comm;
+  unsigned long long generation;
+} t_memo;
+
+static void changed_locked(void) { atomic_fetch_add_explicit(&g_generation, 1, memory_order_release); }
 
 static const char tombstone_;
 #define TOMB ((const void*)&tombstone_)
@@ -59,6 +73,7 @@ ncclResult_t snapccl_registry_add(const void* handle, struct snapccl_comm* comm)
   while (g_slots[j].key) {
     if (g_slots[j].key == handle) { /* re-registration replaces */
       g_slots[j].comm = comm;
+      changed_locked();
       pthread_mutex_unlock(&g_lock);
       return ncclSuccess;
     }
@@ -72,6 +87,7 @@ ncclResult_t snapccl_registry_add(const void* handle, struct snapccl_comm* comm)
   g_slots[j].key = handle;
   g_slots[j].comm = comm;
   g_used++;
+  changed_locked();
   pthread_mutex_unlock(&g_lock);
   return ncclSuccess;
 }
@@ -87,9 +103,15 @@ static struct slot* find_locked(const void* handle) {
 }
 
 struct snapccl_comm* snapccl_registry_find(const void* handle) {
+  if (t_memo.handle == handle &&
+      t_memo.generation == atomic_load_explicit(&g_generation, memory_order_acquire))
+    return t_memo.comm;
   pthread_mutex_lock(&g_lock);
   struct slot* s = find_locked(handle);
   struct snapccl_comm* c = s ? s->comm : NULL;
+  t_memo.handle = handle;
+  t_memo.comm = c;
+  t_memo.generation = atomic_load_explicit(&g_generation, memory_order_relaxed);
   pthread_mutex_unlock(&g_lock);
   return c;
 }
@@ -104,6 +126,7 @@ struct snapccl_comm* snapccl_registry_remove(const void* handle) {
     s->comm = NULL;
     g_used--;
     g_tomb++;
+    changed_locked();
   }
   pthread_mutex_unlock(&g_lock);
   return c;

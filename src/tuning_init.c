@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "algos/select_cache.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
@@ -81,6 +82,7 @@ ncclResult_t snapccl_tuning_setup(struct snapccl_comm* comm, const char* key) {
   }
   free(hashes);
   comm->tuning = t;
+  snapccl_select_cache_invalidate(comm); /* the measured times decide choices */
   if (t)
     INFO(SUB_ALGO, "comm rank %d: tuning file %s (%d rows, hash %016llx) decides where it covers a "
          "call; topology %s", comm->rank, t->source, t->nrows, (unsigned long long)t->hash, key);

@@ -3,8 +3,10 @@
  * unchanged; a PreMulSum by a user scalar still needs the kernels. */
 #include "algos/algo.h"
 #include "algos/cost.h"
+#include "algos/launch.h"
 #include "comm.h"
 #include "error.h"
+#include "host_profile.h"
 
 static const char* can_run(const struct snapccl_coll* c) {
   if (c->comm->nranks != 1) return "more than one rank";
@@ -21,11 +23,12 @@ static double cost(const struct snapccl_coll* c) {
 static ncclResult_t launch(const struct snapccl_coll* c) {
   size_t bytes = c->count * snapccl_dtype_size(c->dtype);
   if (c->sendbuff == c->recvbuff || bytes == 0) return ncclSuccess;
-  int dev = -1;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != c->comm->cuda_dev) CUDA_CHECK(cudaSetDevice(c->comm->cuda_dev));
+  int dev;
+  SNAP_PROF_MARK(PROF_ARGS);
+  SNAP_CHECK(snapccl_device_enter(c->comm, &dev));
   cudaError_t e = cudaMemcpyAsync(c->recvbuff, c->sendbuff, bytes, cudaMemcpyDeviceToDevice, c->stream);
-  if (dev != c->comm->cuda_dev) cudaSetDevice(dev);
+  snapccl_device_leave(c->comm, dev);
+  SNAP_PROF_END(PROF_LAUNCH);
   if (e != cudaSuccess) SNAP_FAIL(ncclUnhandledCudaError, "cudaMemcpyAsync: %s", cudaGetErrorString(e));
   return ncclSuccess;
 }

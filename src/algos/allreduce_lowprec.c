@@ -8,6 +8,7 @@
 #include "algos/cost.h"
 #include "algos/launch.h"
 #include "algos/allreduce_lowprec.h"
+#include "algos/select_cache.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
@@ -26,13 +27,12 @@ _Static_assert(SNAPCCL_LOWPREC_OFF == SNAPCCL_LP_OFF && SNAPCCL_LOWPREC_FP8 == S
 #define PACK_MIN_MAX ((1ull << 47) - 1)
 
 void snapccl_lowprec_override(struct snapccl_comm* comm, int format, int group, size_t min_bytes) {
-  if (format == SNAPCCL_LOWPREC_ENV) {
-    atomic_store(&comm->lowprec, 0);
-    return;
-  }
   unsigned long long mb = min_bytes > PACK_MIN_MAX ? PACK_MIN_MAX : (unsigned long long)min_bytes;
-  atomic_store(&comm->lowprec,
-               PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 | (uint64_t)mb << 16);
+  atomic_store(&comm->lowprec, format == SNAPCCL_LOWPREC_ENV ? 0
+                               : PACK_SET | (uint64_t)(format & 0xf) | (uint64_t)(group & 0xfff) << 4 |
+                                     (uint64_t)mb << 16);
+  /* The all-reduce's choice reads the setting: the choices remembered before it go. */
+  snapccl_select_cache_invalidate(comm);
 }
 
 void snapccl_lowprec_setting_of(const struct snapccl_comm* comm, struct snapccl_lowprec_setting* out) {

@@ -1,9 +1,11 @@
 #include "algos/launch.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "comm.h"
 #include "error.h"
+#include "host_profile.h"
 #include "transport/transport.h"
 
 const char* snapccl_transport_unusable(const struct snapccl_coll* coll) {
@@ -95,6 +97,27 @@ static cudaError_t enqueue(void* p) {
   return l->fn(l->k, l->extra, l->blocks, l->stream);
 }
 
+/* Visible GPUs, asked once (0: not yet). With one, the current device can only be the
+ * communicator's, and a call asks the runtime nothing about devices. */
+static atomic_int g_ndev;
+
+ncclResult_t snapccl_device_enter(const struct snapccl_comm* comm, int* prev) {
+  int n = atomic_load_explicit(&g_ndev, memory_order_relaxed);
+  if (n == 0) {
+    CUDA_CHECK(cudaGetDeviceCount(&n));
+    atomic_store_explicit(&g_ndev, n, memory_order_relaxed);
+  }
+  *prev = comm->cuda_dev;
+  if (n == 1) return ncclSuccess;
+  CUDA_CHECK(cudaGetDevice(prev));
+  if (*prev != comm->cuda_dev) CUDA_CHECK(cudaSetDevice(comm->cuda_dev));
+  return ncclSuccess;
+}
+
+void snapccl_device_leave(const struct snapccl_comm* comm, int prev) {
+  if (prev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(prev));
+}
+
 ncclResult_t snapccl_launch_coll_ex(const struct snapccl_coll* coll, snapccl_launcher_ex_fn fn,
                                     const void* extra, const struct snapccl_geom* g) {
   struct snapccl_comm* comm = coll->comm;
@@ -111,11 +134,12 @@ ncclResult_t snapccl_launch_coll_ex(const struct snapccl_coll* coll, snapccl_lau
   k.chunk_elems = g->chunk_elems;
 
   struct launch l = {&k, fn, extra, g->blocks, coll->stream};
-  int dev = -1;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != comm->cuda_dev) CUDA_CHECK(cudaSetDevice(comm->cuda_dev));
+  int dev;
+  SNAP_PROF_MARK(PROF_ARGS);
+  SNAP_CHECK(snapccl_device_enter(comm, &dev));
   ncclResult_t res = snapccl_transport_ordered(comm, coll->stream, enqueue, &l);
-  if (dev != comm->cuda_dev) cudaSetDevice(dev);
+  snapccl_device_leave(comm, dev);
+  SNAP_PROF_END(PROF_LAUNCH);
   return res;
 }
 

@@ -24,6 +24,11 @@ typedef cudaError_t (*snapccl_launcher_ex_fn)(const struct snapccl_kargs* a, con
 ncclResult_t snapccl_launch_coll_ex(const struct snapccl_coll* coll, snapccl_launcher_ex_fn fn,
                                     const void* extra, const struct snapccl_geom* g);
 
+/* Makes the communicator's GPU current for a launch (the runtime is asked only when the
+ * process sees several GPUs); *prev is what snapccl_device_leave restores. */
+ncclResult_t snapccl_device_enter(const struct snapccl_comm* comm, int* prev);
+void snapccl_device_leave(const struct snapccl_comm* comm, int prev);
+
 /* NULL if the communicator's transport can run collectives, else why not. */
 const char* snapccl_transport_unusable(const struct snapccl_coll* coll);
 /* Agreed block cap and layout of the call's communicator. */

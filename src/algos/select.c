@@ -6,6 +6,7 @@
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/pick.h"
+#include "algos/select_cache.h"
 #include "comm.h"
 #include "env.h"
 #include "error.h"
@@ -139,29 +140,59 @@ static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct sn
   return NULL;
 }
 
+/* The key flags of a call (select_cache.h): properties beyond its arguments that a choice
+ * depends on. None yet: no algorithm looks at buffer registration. */
+static unsigned call_flags(const struct snapccl_coll* c) {
+  (void)c;
+  return 0;
+}
+
+/* choose()'s answer, from the communicator's cache when it holds it. The cache is
+ * bypassed while the choices are logged (SNAPCCL_DEBUG=INFO with ALGO, or TRACE), so
+ * the log says what it always said; the answers are the same either way. A miss
+ * computes and remembers the answer; *p, *us and *measured are set only then
+ * (*fresh = 1). */
+static const struct snapccl_algo* choose_cached(const struct snapccl_coll* c, struct snapccl_pick* p,
+                                                int* to_nccl, double* us, int* measured, int* fresh) {
+  const int use = !snapccl_log_enabled(LOG_INFO, SUB_ALGO);
+  const unsigned flags = call_flags(c);
+  uint64_t stamp = 0;
+  int index;
+  if (use && snapccl_select_cache_get(c->comm, c, flags, &stamp, &index, to_nccl) && index < NALGOS) {
+    *fresh = 0;
+    return index >= 0 ? table[index] : NULL;
+  }
+  *fresh = 1;
+  const struct snapccl_algo* a = choose(c, p, to_nccl, us, measured);
+  if (use) snapccl_select_cache_put(c->comm, c, flags, stamp, a ? p->index : -1, *to_nccl);
+  return a;
+}
+
 ncclResult_t snapccl_algo_select(const struct snapccl_coll* c, const struct snapccl_algo** out) {
   struct snapccl_pick p;
-  int to_nccl, measured;
+  int to_nccl, measured, fresh;
   double us;
-  const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
+  const struct snapccl_algo* a = choose_cached(c, &p, &to_nccl, &us, &measured, &fresh);
+  if (!a && !fresh) a = choose(c, &p, &to_nccl, &us, &measured); /* for the reason */
   if (!a) SNAP_FAIL(ncclInvalidUsage, "%s", p.why);
   *out = a;
-  log_choice(c, a->name, p.forced, us, measured);
+  if (fresh) log_choice(c, a->name, p.forced, us, measured);
   return ncclSuccess;
 }
 
 ncclResult_t snapccl_algo_choose(const struct snapccl_coll* c, const struct snapccl_algo** out) {
   struct snapccl_pick p;
-  int to_nccl, measured;
+  int to_nccl, measured, fresh;
   double us;
-  const struct snapccl_algo* a = choose(c, &p, &to_nccl, &us, &measured);
+  const struct snapccl_algo* a = choose_cached(c, &p, &to_nccl, &us, &measured, &fresh);
   if (!a) {
+    if (!fresh) return ncclInvalidUsage; /* logged when it was computed */
     if (to_nccl == TO_NCCL_FORCED || to_nccl == TO_NCCL_CHEAPER) log_choice(c, "nccl", p.forced, us, measured);
     TRACE(SUB_ALGO, "%s of %zu elements goes to NCCL: %s", snapccl_coll_name(c->kind), c->count, p.why);
     return ncclInvalidUsage;
   }
   *out = a;
-  log_choice(c, a->name, p.forced, us, measured);
+  if (fresh) log_choice(c, a->name, p.forced, us, measured);
   return ncclSuccess;
 }
 

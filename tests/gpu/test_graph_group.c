@@ -6,6 +6,10 @@
  * and every replay is verified; eager calls on the same communicators and streams run
  * between replays.
  *
+ * A captured call after the selection it had cached was invalidated (the settings
+ * re-read, snapcclCommSetLowPrecision): the capture selects afresh, and its replays and
+ * the eager calls between them stay right.
+ *
  * Groups: several collectives per communicator inside one ncclGroupStart/End, across
  * all communicators from one thread (call-major, rank-major, nested) or one group per
  * rank from one thread per rank. Every wait is bounded, so a deadlock fails the test. */
@@ -17,6 +21,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -175,6 +180,82 @@ static void graph_test(int n, int replays) {
 }
 
 Test(graph, ws2_200_replays, .timeout = 300) { graph_test(2, 200); }
+
+/* Eager calls cache each case's choice; the choice is then invalidated (forced to
+ * another algorithm by SNAPCCL_ALGO, then back; snapcclCommSetLowPrecision) before the
+ * same cases are captured and replayed, with eager calls of them between replays. */
+static const struct spec recapture_specs[] = {
+    {T_AR, ncclFloat32, T_SUM, 1000, 0, NULL},
+    {T_AR, ncclBfloat16, T_SUM, 70000, 0, NULL},
+    {T_AG, ncclFloat16, T_SUM, 3000, 0, NULL},
+    {T_RS, ncclFloat32, T_SUM, 4000, 1, NULL},
+};
+
+static void run_eager_specs(struct t_world* w, uint64_t salt) {
+  char err[T_ERRLEN];
+  for (size_t k = 0; k < NELEMS(recapture_specs); k++) {
+    const struct spec* s = &recapture_specs[k];
+    struct t_case c = t_case_make(s->coll, s->dt, s->op, s->count, s->in_place, s->algo, next_seed() ^ salt);
+    cr_assert(t_run_case_alloc(w, &c, err) == 0, "eager %zu: %s", k, err);
+  }
+}
+
+Test(graph, ws2_capture_after_invalidation, .timeout = 300) {
+  char err[T_ERRLEN], what[600];
+  const int n = 2, replays = 20;
+  struct t_world w;
+  struct batch bt;
+  cudaGraph_t graph[T_MAXR];
+  cudaGraphExec_t exec[T_MAXR];
+  T_REQUIRE_GPU();
+  t_env_defaults();
+  T_OK(t_world_init(&w, n, err), err);
+  run_eager_specs(&w, 1); /* every case's choice cached */
+  t_set_algo(T_AR, "twoshot");
+  run_eager_specs(&w, 2); /* cached again, as forced */
+  t_set_algo(T_AR, NULL);
+  for (int r = 0; r < n; r++)
+    cr_assert_eq(snapcclCommSetLowPrecision(w.comm[r], SNAPCCL_LOWPREC_OFF, 0, 0), ncclSuccess);
+
+  batch_alloc(&w, &bt, recapture_specs, (int)NELEMS(recapture_specs));
+  batch_prepare(&w, &bt);
+  T_OK(t_world_sync(&w, t_wait_bound_s(), err), err);
+  for (int r = 0; r < n; r++) {
+    cr_assert_eq(cudaSetDevice(w.dev[r]), cudaSuccess);
+    cr_assert_eq(cudaStreamBeginCapture(w.stream[r], cudaStreamCaptureModeGlobal), cudaSuccess);
+  }
+  for (int k = 0; k < bt.n; k++) {
+    cr_assert_eq(ncclGroupStart(), ncclSuccess);
+    for (int r = 0; r < n; r++) call_checked(&w, &bt, k, r);
+    ncclResult_t res = ncclGroupEnd();
+    cr_assert_eq(res, ncclSuccess, "capturing %s: %s (%s)", t_case_str(&bt.c[k], n, what, sizeof what),
+                 ncclGetErrorString(res), ncclGetLastError(NULL));
+  }
+  for (int r = 0; r < n; r++) cr_assert_eq(cudaStreamEndCapture(w.stream[r], &graph[r]), cudaSuccess);
+  for (int r = 0; r < n; r++) {
+    cr_assert_eq(cudaSetDevice(w.dev[r]), cudaSuccess);
+    cr_assert_eq(cudaGraphInstantiate(&exec[r], graph[r], 0), cudaSuccess);
+  }
+  for (int k = 0; k < bt.n; k++) t_host_free(&w, bt.h[k]), bt.h[k] = NULL;
+  for (int rep = 0; rep < replays; rep++) {
+    char when[64];
+    snprintf(when, sizeof when, "replay %d of %d", rep + 1, replays);
+    batch_prepare(&w, &bt);
+    for (int r = 0; r < n; r++) {
+      cr_assert_eq(cudaSetDevice(w.dev[r]), cudaSuccess);
+      cr_assert_eq(cudaGraphLaunch(exec[r], w.stream[r]), cudaSuccess, "%s", when);
+    }
+    cr_assert(t_world_sync(&w, t_wait_bound_s(), err) == 0, "%s: %s", when, err);
+    batch_verify(&w, &bt, when);
+    if (rep % 5 == 4) run_eager_specs(&w, (uint64_t)rep << 8);
+  }
+  for (int r = 0; r < n; r++) {
+    cr_assert_eq(cudaGraphExecDestroy(exec[r]), cudaSuccess);
+    cr_assert_eq(cudaGraphDestroy(graph[r]), cudaSuccess);
+  }
+  batch_free(&w, &bt);
+  T_OK(t_world_free(&w, err), err);
+}
 Test(graph, ws4_20_replays, .timeout = 300) { graph_test(4, 20); }
 
 /* ---------------------------------------------------------------- groups */

@@ -331,6 +331,8 @@ static int rank_agree(const ncclUniqueId* id, int rank, int nranks) {
   RCHECK(snapccl_bootstrap_init(id, rank, nranks, &c->boot) == ncclSuccess);
   RCHECK(snapccl_tuning_setup(c, KEY) == ncclSuccess);
   RCHECK((c->tuning != NULL) == expect_used);
+  /* Choices remembered before are void (algos/select_cache.h). */
+  RCHECK(atomic_load(&c->select_cache.generation) > 0);
   /* A second exchange after it: no rank is left behind in the first. */
   RCHECK(snapccl_bootstrap_barrier(c->boot) == ncclSuccess);
   snapccl_comm_free(c);

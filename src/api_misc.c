@@ -13,6 +13,7 @@
 #include "registry.h"
 #include "log.h"
 #include "snapccl.h"
+#include "transport/reg_cache.h"
 #include "transport/registration.h"
 #include "transport/transport.h"
 #include "transport/vmm_driver.h"
@@ -80,7 +81,19 @@ static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, int symmet
   SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
   if (!handle) return snapccl_error(ncclInvalidArgument, func, "handle argument is NULL");
   if (!buff && size) return snapccl_error(ncclInvalidArgument, func, "buff argument is NULL");
-  return snapccl_reg_register(c, buff, size, symmetric, NULL, handle);
+  if (snapccl_group_depth() == 0) return snapccl_reg_register(c, buff, size, symmetric, NULL, handle);
+  /* Inside a group the exchange waits for the group's end: one thread may register on
+   * several ranks' communicators (nccl-tests -g N), which must not wait on each other. */
+  struct snapccl_reg_range* g = snapccl_reg_prepare(c, buff, size, symmetric, NULL);
+  if (!g) return snapccl_error(ncclSystemError, func, "out of memory");
+  void* h = g->handle;
+  ncclResult_t res = snapccl_group_defer_reg(c, g);
+  if (res != ncclSuccess) {
+    snapccl_reg_abandon(g);
+    return res;
+  }
+  *handle = h;
+  return ncclSuccess;
 }
 
 static ncclResult_t reg_free(ncclComm_t comm, void* handle, const char* func) {
@@ -97,6 +110,11 @@ static ncclResult_t reg_free(ncclComm_t comm, void* handle, const char* func) {
 static void shadow_window(ncclComm_t comm, void* buff, size_t size, int flags, ncclWindow_t win) {
   struct snapccl_comm* c = snapccl_registry_find(comm);
   if (!c || !c->transport || atomic_load(&c->attach_pending) || snapccl_transport_unusable_reason(c)) return;
+  if (snapccl_group_depth() > 0) {
+    /* Ours would wait for the peers at once, and this thread may be driving them. */
+    INFO(SUB_TRANSPORT, "window %p registered inside a group: with the real library only", (void*)win);
+    return;
+  }
   void* h = NULL;
   if (snapccl_reg_register(c, buff, size, (flags & NCCL_WIN_COLL_SYMMETRIC) != 0, win, &h) != ncclSuccess)
     INFO(SUB_TRANSPORT, "window %p is registered with the real library only: %s", (void*)win, snapccl_last_error());

@@ -517,31 +517,38 @@ out:
   return res;
 }
 
-ncclResult_t snapccl_reg_register(struct snapccl_comm* comm, void* buff, size_t size, int symmetric, void* handle,
-                                  void** out) {
+struct snapccl_reg_range* snapccl_reg_prepare(struct snapccl_comm* comm, void* buff, size_t size, int symmetric,
+                                              void* handle) {
   struct snapccl_reg_table* t = table_of(comm);
-  if (!t) SNAP_FAIL(ncclSystemError, "out of memory");
-  struct snapccl_reg_range* g = snapccl_reg_range_new(comm->nranks);
-  if (!g) SNAP_FAIL(ncclSystemError, "out of memory");
+  struct snapccl_reg_range* g = t ? snapccl_reg_range_new(comm->nranks) : NULL;
+  if (!g) return NULL;
   g->handle = handle ? handle : (void*)g;
   g->base = (uintptr_t)buff;
   g->size = size;
   g->symmetric = symmetric;
+  /* Numbered in call order: ranks that register in different orders are told apart. */
+  pthread_mutex_lock(&t->lock);
+  g->seq = t->cache.next_seq++;
+  pthread_mutex_unlock(&t->lock);
+  return g;
+}
+
+ncclResult_t snapccl_reg_complete(struct snapccl_comm* comm, struct snapccl_reg_range* g) {
+  struct snapccl_reg_table* t = comm->reg;
   ncclResult_t res = ncclSuccess;
   pthread_mutex_lock(&t->exchange_lock);
-  g->seq = t->cache.next_seq++;
   int dev = -1;
   (void)CUDA_TRY(cudaGetDevice(&dev));
   if (dev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
   if (t->broken || comm->nranks == 1) {
-    g->peer[comm->rank] = (char*)buff;
+    g->peer[comm->rank] = (char*)g->base;
     g->all_mapped = comm->nranks == 1;
   } else {
     res = exchange(comm, t, g);
     if (res != ncclSuccess) {
       t->broken = 1;
       WARN("registration of %p failed in the out-of-band exchange; later registrations on this communicator "
-           "are local only", buff);
+           "are local only", (void*)g->base);
     }
   }
   if (dev >= 0 && dev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(dev));
@@ -556,9 +563,19 @@ ncclResult_t snapccl_reg_register(struct snapccl_comm* comm, void* buff, size_t 
   if (res != ncclSuccess) {
     release_peers(t, g, comm->rank);
     snapccl_reg_range_delete(g);
-    return res;
   }
-  *out = g->handle;
+  return res;
+}
+
+void snapccl_reg_abandon(struct snapccl_reg_range* g) { snapccl_reg_range_delete(g); }
+
+ncclResult_t snapccl_reg_register(struct snapccl_comm* comm, void* buff, size_t size, int symmetric, void* handle,
+                                  void** out) {
+  struct snapccl_reg_range* g = snapccl_reg_prepare(comm, buff, size, symmetric, handle);
+  if (!g) SNAP_FAIL(ncclSystemError, "out of memory");
+  void* h = g->handle;
+  SNAP_CHECK(snapccl_reg_complete(comm, g));
+  *out = h;
   return ncclSuccess;
 }
 

@@ -16,6 +16,15 @@ struct snapccl_comm;
  * only a failed out-of-band exchange is an error. */
 ncclResult_t snapccl_reg_register(struct snapccl_comm* comm, void* buff, size_t size, int symmetric, void* handle,
                                   void** out);
+/* The two halves of snapccl_reg_register, for a registration deferred to a group's end:
+ * prepare (local, at the call: numbers it, makes its handle, g->handle; NULL without
+ * memory), then complete (collective; on failure g is freed). */
+struct snapccl_reg_range;
+struct snapccl_reg_range* snapccl_reg_prepare(struct snapccl_comm* comm, void* buff, size_t size, int symmetric,
+                                              void* handle);
+ncclResult_t snapccl_reg_complete(struct snapccl_comm* comm, struct snapccl_reg_range* g);
+/* A prepared registration that will never be completed. */
+void snapccl_reg_abandon(struct snapccl_reg_range* g);
 /* Local: unmaps this rank's mappings of the peers' counterparts (shared ones stay while
  * another range holds them). ncclInvalidUsage for a handle the communicator does not know. */
 ncclResult_t snapccl_reg_deregister(struct snapccl_comm* comm, void* handle, const char* func);

@@ -92,6 +92,8 @@ crit multiproc 300 gpu_test_multiproc
 crit failure 180 gpu_test_failure
 # The copy-engine algorithms (named only, so not covered by the runs above).
 crit ce 600 gpu_test_ce
+# Registered buffers: cudaMalloc, cuMem and ncclMemAlloc memory, both registration calls.
+crit registration 600 gpu_test_registration
 # Features whose GPU checks are still pending (low precision, multicast twins, fused
 # all-reduce + RMSNorm): run when built; GPU_SUITE_CORE_ONLY=1 leaves them out.
 if [ "${GPU_SUITE_CORE_ONLY:-0}" != 1 ]; then

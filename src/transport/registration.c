@@ -36,6 +36,7 @@
 #include "transport/fd_passing.h"
 #include "transport/reg_cache.h"
 #include "transport/registration.h"
+#include "transport/transport.h"
 #include "transport/vmm_driver.h"
 
 /* Segments one registration may span: 4096 of PyTorch's 20 MiB pages are 80 GiB. */
@@ -420,7 +421,8 @@ static int pass_fds(struct snapccl_comm* comm, struct local_mem* lm, const struc
       for (int i = 0; i < hdrs[o].nsegs; i++) {
         int fd = -1;
         if (snapccl_fd_receive_index(&hdrs[o].fd, (uint32_t)i, timeout, &fd) != ncclSuccess) {
-          snprintf(why, len, "fetching rank %d's segment %d: %.*s", o, i, (int)len - 40, snapccl_last_error());
+          int k = snprintf(why, len, "fetching rank %d's segment %d: ", o, i);
+          if (k > 0 && (size_t)k < len) snprintf(why + k, len - (size_t)k, "%s", snapccl_last_error());
           ok = 0;
           break; /* the owner's server gave up as well */
         }
@@ -540,7 +542,10 @@ ncclResult_t snapccl_reg_complete(struct snapccl_comm* comm, struct snapccl_reg_
   int dev = -1;
   (void)CUDA_TRY(cudaGetDevice(&dev));
   if (dev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));
-  if (t->broken || comm->nranks == 1) {
+  /* Without a usable transport (a verdict every rank shares) no collective of ours runs
+   * on the communicator: nothing to map, and no rank waits for the others. */
+  const int local = t->broken || comm->nranks == 1 || snapccl_transport_unusable_reason(comm) != NULL;
+  if (local) {
     g->peer[comm->rank] = (char*)g->base;
     g->all_mapped = comm->nranks == 1;
   } else {

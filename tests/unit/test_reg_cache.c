@@ -52,8 +52,10 @@ Test(reg_cache, nested_overlapping_and_twice) {
   struct snapccl_reg_cache c = {0};
   struct snapccl_reg_range* big = range(&c, 0x100000, 0x100000, 2);
   struct snapccl_reg_range* small = range(&c, 0x140000, 0x1000, 2);
-  struct snapccl_reg_range* twice = range(&c, 0x100000, 0x100000, 2);
   cr_assert_eq(snapccl_reg_cache_find(&c, (void*)0x140010, 16), small, "the latest that holds the span");
+  cr_assert_eq(snapccl_reg_cache_find(&c, (void*)0x100010, 16), big);
+  struct snapccl_reg_range* twice = range(&c, 0x100000, 0x100000, 2);
+  cr_assert_eq(snapccl_reg_cache_find(&c, (void*)0x140010, 16), twice, "later again: the big one's twin");
   cr_assert_eq(snapccl_reg_cache_find(&c, (void*)0x100010, 16), twice, "of two equal ranges, the later");
   cr_assert_eq(snapccl_reg_cache_find(&c, (void*)0x140f00, 0x200), twice, "a span leaving the small one");
   drop(&c, twice);

@@ -346,6 +346,36 @@ static struct snapccl_reg_import* import_ipc(const struct reg_hdr* h, char* why,
   return imp;
 }
 
+/* A peer of this process: device memory it could describe (not host or managed memory),
+ * and on another GPU: its cudaMalloc memory is reachable (the
+ * transport enabled peer access), its cuMem memory only where the owner granted this
+ * GPU access to every segment (ncclMemAlloc does; an allocator that maps for its own GPU
+ * alone does not). 1 if the pointer can be used here as it is. */
+static int reachable_here(struct snapccl_comm* comm, int r, const struct reg_hdr* h, const struct reg_seg* segs,
+                          char* why, size_t len) {
+  const struct snapccl_peer_info* me = &comm->peers[comm->rank];
+  if (h->kind == MEM_NONE) {
+    snprintf(why, len, "rank %d's range: %s", r, h->reason);
+    return 0;
+  }
+  if (h->kind != MEM_VMM || !memcmp(me->gpu_uuid, comm->peers[r].gpu_uuid, sizeof me->gpu_uuid)) return 1;
+  const struct snapccl_vmm_driver* d = snapccl_vmm_driver(why, len);
+  if (!d) return 0;
+  CUmemLocation loc;
+  memset(&loc, 0, sizeof loc);
+  loc.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  loc.id = comm->cuda_dev;
+  for (int i = 0; i < h->nsegs; i++) {
+    unsigned long long flags = 0;
+    if (d->mem_get_access(&flags, &loc, (CUdeviceptr)(h->start + segs[i].offset)) != CUDA_SUCCESS ||
+        flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
+      snprintf(why, len, "rank %d's cuMem memory is not mapped for this GPU", r);
+      return 0;
+    }
+  }
+  return 1;
+}
+
 /* Maps rank r's counterpart into range g (rank r of another process). */
 static int map_peer(struct snapccl_comm* comm, struct snapccl_reg_table* t, struct snapccl_reg_range* g, int r,
                     const struct reg_hdr* h, const struct reg_seg* segs, int* fds, char* why, size_t len) {
@@ -495,9 +525,10 @@ static ncclResult_t exchange(struct snapccl_comm* comm, struct snapccl_reg_table
   g->peer[me] = (char*)g->base;
   for (int r = 0; r < n && ok; r++) {
     if (r == me) continue;
-    if (comm->peers[r].proc_hash == comm->peers[me].proc_hash)
-      g->peer[r] = (char*)(uintptr_t)hdrs[r].base;
-    else
+    if (comm->peers[r].proc_hash == comm->peers[me].proc_hash) {
+      ok = reachable_here(comm, r, &hdrs[r], segs ? &segs[(size_t)r * maxsegs] : NULL, why, sizeof why);
+      if (ok) g->peer[r] = (char*)(uintptr_t)hdrs[r].base;
+    } else
       ok = map_peer(comm, t, g, r, &hdrs[r], segs ? &segs[(size_t)r * maxsegs] : NULL,
                     fetched ? &fetched[(size_t)r * maxsegs] : NULL, why, sizeof why);
   }

@@ -43,6 +43,7 @@ const struct snapccl_vmm_driver* snapccl_vmm_driver(char* why, size_t len) {
              load("cuMemAddressReserve", &t->mem_address_reserve) &&
              load("cuMemAddressFree", &t->mem_address_free) && load("cuMemMap", &t->mem_map) &&
              load("cuMemUnmap", &t->mem_unmap) && load("cuMemSetAccess", &t->mem_set_access) &&
+             load("cuMemGetAccess", &t->mem_get_access) &&
              load("cuMemGetAddressRange", &t->mem_get_address_range) &&
              load("cuPointerGetAttribute", &t->pointer_get_attribute);
     g_state = ok ? 1 : -1;

@@ -27,6 +27,7 @@ struct snapccl_vmm_driver {
                       unsigned long long flags);
   CUresult (*mem_unmap)(CUdeviceptr ptr, size_t size);
   CUresult (*mem_set_access)(CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count);
+  CUresult (*mem_get_access)(unsigned long long* flags, const CUmemLocation* location, CUdeviceptr ptr);
   CUresult (*mem_get_address_range)(CUdeviceptr* base, size_t* size, CUdeviceptr ptr);
   CUresult (*pointer_get_attribute)(void* data, CUpointer_attribute attr, CUdeviceptr ptr);
 };

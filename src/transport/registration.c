@@ -23,6 +23,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 #include "transport/registration.h"
 #include "transport/transport.h"
 #include "transport/vmm_driver.h"
+#include "kernels/kargs.h"
 
 /* Segments one registration may span: 4096 of PyTorch's 20 MiB pages are 80 GiB. */
 #define REG_MAX_SEGS 4096
@@ -50,6 +52,11 @@ struct snapccl_reg_table {
   struct snapccl_reg_cache cache;
   int broken; /* an exchange failed: later registrations are local only */
   unsigned long long mapped, local_only;
+  /* Some registration was mapped in every rank: from then on the two-shot all-reduce runs
+   * its descriptor exchange. Set by a collective verdict and never cleared, so every rank
+   * holds the same value for the same call. */
+  atomic_int ever_mapped;
+  atomic_ullong calls_registered; /* two-shot calls whose own buffers were registered */
 };
 
 /* What a rank tells the others about its range (first allgather). */
@@ -591,7 +598,7 @@ ncclResult_t snapccl_reg_complete(struct snapccl_comm* comm, struct snapccl_reg_
   if (res == ncclSuccess) {
     pthread_mutex_lock(&t->lock);
     if (snapccl_reg_cache_add(&t->cache, g) != 0) res = snapccl_error(ncclSystemError, __func__, "out of memory");
-    else if (g->all_mapped) t->mapped++;
+    else if (g->all_mapped) t->mapped++, atomic_store(&t->ever_mapped, 1);
     else t->local_only++;
     pthread_mutex_unlock(&t->lock);
   }
@@ -655,11 +662,44 @@ void* snapccl_reg_peer(struct snapccl_comm* comm, const void* ptr, size_t bytes,
   return p;
 }
 
+/* The range holding [ptr, ptr + bytes) that every rank maps, or NULL; t->lock held. */
+static const struct snapccl_reg_range* mapped_range(struct snapccl_reg_table* t, const void* ptr, size_t bytes) {
+  const struct snapccl_reg_range* g = snapccl_reg_cache_find(&t->cache, ptr, bytes);
+  return g && g->all_mapped ? g : NULL;
+}
+
+void snapccl_reg_call(struct snapccl_comm* comm, const void* send, void* recv, size_t bytes, int scalable,
+                      struct snapccl_reg_args* out) {
+  memset(out, 0, sizeof *out);
+  struct snapccl_reg_table* t = comm->reg;
+  if (!t || !atomic_load(&t->ever_mapped) || comm->nranks > SNAPCCL_MAX_RANKS) return;
+  out->exchange = 1;
+  if (!scalable) return; /* desc[0] 0: this rank says "stage", so every rank stages */
+  pthread_mutex_lock(&t->lock);
+  const struct snapccl_reg_range* gs = mapped_range(t, send, bytes);
+  const struct snapccl_reg_range* gr = mapped_range(t, recv, bytes);
+  if (gs && gr) {
+    out->desc[0] = gs->seq + 1;
+    out->desc[1] = (uintptr_t)send - gs->base;
+    out->desc[2] = gr->seq + 1;
+    out->desc[3] = (uintptr_t)recv - gr->base;
+    for (int r = 0; r < comm->nranks; r++) {
+      out->send[r] = snapccl_reg_peer_ptr(gs, r, send);
+      out->recv[r] = snapccl_reg_peer_ptr(gr, r, recv);
+      if (!out->send[r] || !out->recv[r]) out->desc[0] = 0;
+    }
+  }
+  pthread_mutex_unlock(&t->lock);
+  if (out->desc[0]) atomic_fetch_add(&t->calls_registered, 1);
+}
+
 void snapccl_reg_free_all(struct snapccl_comm* comm) {
   struct snapccl_reg_table* t = comm->reg;
   if (!t) return;
-  INFO(SUB_TRANSPORT, "registrations: %llu mapped in every rank, %llu local only, %zu still registered at destroy",
-       t->mapped, t->local_only, t->cache.nranges);
+  INFO(SUB_TRANSPORT,
+       "registrations: %llu mapped in every rank, %llu local only, %zu still registered at destroy; %llu "
+       "two-shot all-reduces offered registered buffers (in place where every rank's were registered alike)",
+       t->mapped, t->local_only, t->cache.nranges, (unsigned long long)atomic_load(&t->calls_registered));
   int dev = -1;
   (void)CUDA_TRY(cudaGetDevice(&dev));
   if (comm->cuda_dev >= 0 && dev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(comm->cuda_dev));

@@ -33,6 +33,14 @@ int snapccl_reg_known(struct snapccl_comm* comm, const void* handle);
 /* Rank r's counterpart of [ptr, ptr + bytes) in this process, when a registration holds
  * that span and every rank maps it; else NULL. */
 void* snapccl_reg_peer(struct snapccl_comm* comm, const void* ptr, size_t bytes, int r);
+/* The registered-buffer arguments of a two-shot all-reduce of `bytes` on this rank
+ * (kernels/kargs.h, struct snapccl_reg_args): the exchange runs once any registration was
+ * mapped in every rank (agreed, never undone); the descriptor names this rank's send and
+ * receive ranges when both are registered and mapped everywhere, and `scalable` says the
+ * reduction may read peers' inputs unscaled by their own scalar (else it stays 0: stage). */
+struct snapccl_reg_args;
+void snapccl_reg_call(struct snapccl_comm* comm, const void* send, void* recv, size_t bytes, int scalable,
+                      struct snapccl_reg_args* out);
 /* At destroy: every registration left, its mappings undone; counters at INFO. */
 void snapccl_reg_free_all(struct snapccl_comm* comm);
 

@@ -6,11 +6,13 @@
  *     both registration calls; every rank finds every rank's counterpart of a pointer
  *     anywhere inside a registered range (byte offsets 0..15) and reads the owner's
  *     data through it;
- *   - collectives on registered memory (all-reduce of the library's choice, two-shot and
- *     one-shot, all-gather, reduce-scatter; in place; byte offsets 1..15) against the CPU
- *     reference on random data, outputs poisoned first;
+ *   - collectives on registered memory (all-reduce of the library's choice, two-shot, which
+ *     then reads and writes every rank's buffers in place, and one-shot, all-gather,
+ *     reduce-scatter; in place; byte offsets 1..15) against the CPU reference on random
+ *     data, outputs poisoned first;
  *   - unregistered buffers on the same communicator, and calls whose buffers are
- *     registered on one rank and not on the other;
+ *     registered on one rank and not on the other (the two-shot's descriptors disagree:
+ *     every rank stages);
  *   - a CUDA graph captured on registered buffers, replayed with new data;
  *   - deregistering one of several ranges over one allocation, the others staying;
  *     registering the same range twice; memory freed without deregistering (destroy

@@ -31,7 +31,7 @@ __device__ void inplace_rounds(const Ctx& c, const Reducer<DT>& red, const snapc
   using A = typename Type<DT>::Acc;
   constexpr int ES = sizeof(typename Type<DT>::Storage);
   constexpr int EPP = SNAPCCL_PACK / ES;
-  constexpr int KR = reduce_batch<DT>();
+  constexpr int KR = reduce_batch<DT>() > 1 ? reduce_batch<DT>() / 2 : 1;
   constexpr int T = SNAPCCL_THREADS;
   const snapccl_kargs& a = *c.a;
   const int me = a.rank, N = a.nranks, b = blockIdx.x, B = gridDim.x;
@@ -72,8 +72,8 @@ __device__ void inplace_rounds(const Ctx& c, const Reducer<DT>& red, const snapc
   store_round(a, c0 + 2);
 }
 
-template <int DT, int RK>
-__device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, const snapccl_reg_args& g, ull* sh) {
+template <int DT, int RK, bool REG>
+__device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, const snapccl_reg_args* g, ull* sh) {
   using S = typename Type<DT>::Storage;
   using A = typename Type<DT>::Acc;
   constexpr int ES = sizeof(S);
@@ -92,24 +92,24 @@ __device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, const snapcc
   auto slice_len = [&](int j) -> ull { return ar ? clamp_len(count, (ull)j * sl, sl) : count; };
   const ull c0 = load_round(a, sh);
 
-  if (ar && g.exchange) {
+  if constexpr (REG) {
     // Start barrier carrying each rank's descriptor of its buffers: every rank's block b
     // sees all of them, so every rank takes the same path. Round value c0 + 1 of the
     // FLAG_REG kind (the staged path's rounds below count the RS and AG kinds).
     const int t = threadIdx.x;
     if (t < N && t != me) {
       ull* d = reg_slot(a.ws[t], a.lay, me, b);
-      for (int w = 0; w < SNAPCCL_REG_DESC_WORDS; w++) d[w] = g.desc[w];
+      for (int w = 0; w < SNAPCCL_REG_DESC_WORDS; w++) d[w] = g->desc[w];
     }
     signal_flags(c, FLAG_REG, c0 + 1); // this thread's release covers its stores above
     if (!wait_flags(c, FLAG_REG, c0 + 1)) return;
     int same = 1;
     if (t < N && t != me) { // the thread that acquired rank t's flag reads its descriptor
       const volatile ull* d = reg_slot(a.ws[me], a.lay, t, b);
-      for (int w = 0; w < SNAPCCL_REG_DESC_WORDS; w++) same &= d[w] == g.desc[w];
+      for (int w = 0; w < SNAPCCL_REG_DESC_WORDS; w++) same &= d[w] == g->desc[w];
     }
-    if (__syncthreads_and(same) && g.desc[0] != 0) {
-      inplace_rounds<DT, RK>(c, red, g, sl, c0);
+    if (__syncthreads_and(same) && g->desc[0] != 0) {
+      inplace_rounds<DT, RK>(c, red, *g, sl, c0);
       return;
     }
   }
@@ -192,22 +192,35 @@ __device__ void reduce_rounds(const Ctx& c, const Reducer<DT>& red, const snapcc
   store_round(a, c0 + R);
 }
 
-template <int DT>
-__global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
-    staged_reduce_kernel(const __grid_constant__ snapccl_kargs a, const __grid_constant__ snapccl_reg_args g) {
+template <int DT, bool REG>
+__device__ __forceinline__ void reduce_kernel_body(const snapccl_kargs& a, const snapccl_reg_args* g) {
   __shared__ int bail;
   __shared__ ull sh_epoch, sh_round;
   Ctx c;
   if (begin(c, a, &bail, &sh_epoch)) {
     const Reducer<DT> red = make_reducer<DT>(a);
     switch (red_kind(a.devop)) {
-      case RED_SUM: reduce_rounds<DT, RED_SUM>(c, red, g, &sh_round); break;
-      case RED_PROD: reduce_rounds<DT, RED_PROD>(c, red, g, &sh_round); break;
-      case RED_MAX: reduce_rounds<DT, RED_MAX>(c, red, g, &sh_round); break;
-      default: reduce_rounds<DT, RED_MIN>(c, red, g, &sh_round); break;
+      case RED_SUM: reduce_rounds<DT, RED_SUM, REG>(c, red, g, &sh_round); break;
+      case RED_PROD: reduce_rounds<DT, RED_PROD, REG>(c, red, g, &sh_round); break;
+      case RED_MAX: reduce_rounds<DT, RED_MAX, REG>(c, red, g, &sh_round); break;
+      default: reduce_rounds<DT, RED_MIN, REG>(c, red, g, &sh_round); break;
     }
   }
   end(c);
+}
+
+template <int DT>
+__global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM) staged_reduce_kernel(const __grid_constant__ snapccl_kargs a) {
+  reduce_kernel_body<DT, false>(a, nullptr);
+}
+
+// The two-shot all-reduce once registrations exist: the descriptor exchange, then in
+// place or staged. A kernel of its own so that the in-place loop's registers never weigh
+// on the staged kernel that every other call runs (together they spilled).
+template <int DT>
+__global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM)
+    twoshot_reg_kernel(const __grid_constant__ snapccl_kargs a, const __grid_constant__ snapccl_reg_args g) {
+  reduce_kernel_body<DT, true>(a, &g);
 }
 
 // All-gather moves bytes: count is sendcount * element size.
@@ -261,8 +274,9 @@ __global__ void __launch_bounds__(SNAPCCL_THREADS, SNAPCCL_MIN_BLOCKS_PER_SM) al
 } // namespace snap
 
 extern "C" cudaError_t snapccl_load_staged_kernels(int* blocks_per_sm) {
-  static const void* const fns[] = {SNAP_FOR_EACH_DTYPE(SNAP_KERNEL_OF, snap::staged_reduce_kernel)(const void*)
-                                        snap::allgather_kernel};
+  static const void* const fns[] = {SNAP_FOR_EACH_DTYPE(SNAP_KERNEL_OF, snap::staged_reduce_kernel)
+                                        SNAP_FOR_EACH_DTYPE(SNAP_KERNEL_OF, snap::twoshot_reg_kernel)(const void*)
+                                            snap::allgather_kernel};
   int fit = 1 << 30;
   const cudaError_t e = snap::load_all_and_fit(fns, sizeof fns / sizeof fns[0], SNAPCCL_THREADS, 0, fit);
   *blocks_per_sm = e == cudaSuccess ? fit : 0;
@@ -272,7 +286,8 @@ extern "C" cudaError_t snapccl_load_staged_kernels(int* blocks_per_sm) {
 extern "C" cudaError_t snapccl_launch_twoshot_reg(const struct snapccl_kargs* a, const void* reg, int blocks,
                                                   cudaStream_t stream) {
   const snapccl_reg_args& g = *static_cast<const snapccl_reg_args*>(reg);
-  SNAP_DTYPE_SWITCH(a->dtype, snap::staged_reduce_kernel, <<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a, g))
+  if (!g.exchange) return snapccl_launch_staged(a, blocks, stream);
+  SNAP_DTYPE_SWITCH(a->dtype, snap::twoshot_reg_kernel, <<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a, g))
   return cudaGetLastError();
 }
 
@@ -280,8 +295,8 @@ extern "C" cudaError_t snapccl_launch_staged(const struct snapccl_kargs* a, int 
                                              cudaStream_t stream) {
   if (a->mode == STAGED_ALLGATHER) {
     snap::allgather_kernel<<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a);
-    return cudaGetLastError();
+  } else {
+    SNAP_DTYPE_SWITCH(a->dtype, snap::staged_reduce_kernel, <<<blocks, SNAPCCL_THREADS, 0, stream>>>(*a))
   }
-  const snapccl_reg_args none = {}; // no exchange: staged, as before registration existed
-  return snapccl_launch_twoshot_reg(a, &none, blocks, stream);
+  return cudaGetLastError();
 }

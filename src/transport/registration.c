@@ -596,9 +596,11 @@ ncclResult_t snapccl_reg_complete(struct snapccl_comm* comm, struct snapccl_reg_
   }
   if (dev >= 0 && dev != comm->cuda_dev) (void)CUDA_TRY(cudaSetDevice(dev));
   if (res == ncclSuccess) {
+    /* Before the cache can fail: every rank of the verdict must hold the same value. */
+    if (g->all_mapped) atomic_store(&t->ever_mapped, 1);
     pthread_mutex_lock(&t->lock);
     if (snapccl_reg_cache_add(&t->cache, g) != 0) res = snapccl_error(ncclSystemError, __func__, "out of memory");
-    else if (g->all_mapped) t->mapped++, atomic_store(&t->ever_mapped, 1);
+    else if (g->all_mapped) t->mapped++;
     else t->local_only++;
     pthread_mutex_unlock(&t->lock);
   }

@@ -24,6 +24,13 @@ ncclResult_t snapcclGetVersion(int* version);
 ncclResult_t snapcclQueryAlgorithm(ncclComm_t comm, const char* collective, size_t count,
                                    ncclDataType_t datatype, ncclRedOp_t op, const char** name);
 
+/* Where rank `peer`'s counterpart of [ptr, ptr + bytes) lies in this process, for a span
+ * inside a range registered on comm (ncclCommRegister, ncclCommWindowRegister) that every
+ * rank maps: *peer_ptr is peer's buffer at the same offset from its registered base (the
+ * caller's own pointer for peer = own rank). NULL when no such registration holds the span,
+ * or some rank could not map it (then collectives stage it). For tests and tools. */
+ncclResult_t snapcclCommRegisteredPeer(ncclComm_t comm, const void* ptr, size_t bytes, int peer, void** peer_ptr);
+
 /* Opt-in low-precision all-reduce (docs/LOWPREC.md): sum and avg of float16, bfloat16 and
  * float32 travel as groups of `group` elements quantised to fp8 E4M3, int8 or int4 with one
  * fp32 scale each; results are lossy but bitwise identical on every rank. All-reduces of

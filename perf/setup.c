@@ -64,10 +64,15 @@ int perf_setup_buffers(struct perf_run* run, struct perf_thread* thr) {
     PERF_CUDA(cudaMalloc((void**)&thr->wrong[i], sizeof(unsigned long long)));
   }
   if (run->o.local_register == 1) {
+    /* Grouped too: NCCL's registration is local, snapccl's exchanges the peers' mappings
+     * collectively (at the group's end when grouped), and one thread may drive several
+     * ranks (-g). */
+    PERF_NCCL(ncclGroupStart());
     for (i = 0; i < thr->ngpus; i++) {
       PERF_NCCL(ncclCommRegister(thr->comms[i], thr->send[i], run->bufbytes, &thr->send_reg[i]));
       PERF_NCCL(ncclCommRegister(thr->comms[i], thr->recv[i], run->bufbytes, &thr->recv_reg[i]));
     }
+    PERF_NCCL(ncclGroupEnd());
   } else if (run->o.local_register == 2) {
     /* Window registration is collective over the communicator: group the ranks. */
     PERF_NCCL(ncclGroupStart());

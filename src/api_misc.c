@@ -13,6 +13,10 @@
 #include "registry.h"
 #include "log.h"
 #include "snapccl.h"
+#include "transport/reg_cache.h"
+#include "transport/registration.h"
+#include "transport/transport.h"
+#include "transport/vmm_driver.h"
 
 #define REAL snapccl_real()
 
@@ -52,37 +56,43 @@ NCCL_API(void, ncclResetDebugInit, void) {
 NCCL_API(ncclResult_t, ncclMemAlloc, void** ptr, size_t size) {
   if (REAL) return snapccl_forwarded(REAL->ncclMemAlloc(ptr, size));
   if (!ptr) SNAP_FAIL(ncclInvalidArgument, "ptr argument is NULL");
-  /* cudaMalloc memory is what the legacy IPC of our transport can map, were it ever
-   * registered; the collectives copy through their own workspace either way. */
-  CUDA_CHECK(cudaMalloc(ptr, size));
+  char why[200] = "";
+  /* cuMem memory exportable as a POSIX fd, as NCCL's: registration maps it into peers
+   * of other processes (transport/vmm_driver.c). */
+  if (snapccl_vmm_alloc(ptr, size, why, sizeof why) != 0) SNAP_FAIL(ncclUnhandledCudaError, "%s", why);
   return ncclSuccess;
 }
 
 NCCL_API(ncclResult_t, ncclMemFree, void* ptr) {
   if (REAL) return snapccl_forwarded(REAL->ncclMemFree(ptr));
   if (!ptr) return ncclSuccess;
-  CUDA_CHECK(cudaFree(ptr));
+  char why[200] = "";
+  if (snapccl_vmm_free(ptr, why, sizeof why) != 0) SNAP_FAIL(ncclUnhandledCudaError, "%s", why);
   return ncclSuccess;
 }
 
-/* Registration handles. The collectives always stage through the workspace, so a
- * registration only has to be remembered and given back. Handles are looked up, never
- * dereferenced, so a stale or foreign one is refused rather than read. */
-static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, void** handle,
+/* Registration (transport/registration.c). Ours is collective, ncclCommRegister
+ * included (NCCL's is local): the peers' mappings are exchanged once, here, never in a
+ * collective call. Handles are looked up, never dereferenced, so a stale or foreign one
+ * is refused rather than read. */
+static ncclResult_t reg_new(ncclComm_t comm, void* buff, size_t size, int symmetric, void** handle,
                             const char* func) {
   struct snapccl_comm* c;
   SNAP_CHECK(snapccl_comm_get_ready(comm, func, &c));
   if (!handle) return snapccl_error(ncclInvalidArgument, func, "handle argument is NULL");
   if (!buff && size) return snapccl_error(ncclInvalidArgument, func, "buff argument is NULL");
-  struct snapccl_registration* r = calloc(1, sizeof *r);
-  if (!r) return snapccl_error(ncclSystemError, func, "out of memory");
-  r->buff = buff;
-  r->size = size;
-  pthread_mutex_lock(&c->lock);
-  r->next = c->registrations;
-  c->registrations = r;
-  pthread_mutex_unlock(&c->lock);
-  *handle = r;
+  if (snapccl_group_depth() == 0) return snapccl_reg_register(c, buff, size, symmetric, NULL, handle);
+  /* Inside a group the exchange waits for the group's end: one thread may register on
+   * several ranks' communicators (nccl-tests -g N), which must not wait on each other. */
+  struct snapccl_reg_range* g = snapccl_reg_prepare(c, buff, size, symmetric, NULL);
+  if (!g) return snapccl_error(ncclSystemError, func, "out of memory");
+  void* h = g->handle;
+  ncclResult_t res = snapccl_group_defer_reg(c, g);
+  if (res != ncclSuccess) {
+    snapccl_reg_abandon(g);
+    return res;
+  }
+  *handle = h;
   return ncclSuccess;
 }
 
@@ -90,28 +100,33 @@ static ncclResult_t reg_free(ncclComm_t comm, void* handle, const char* func) {
   struct snapccl_comm* c;
   SNAP_CHECK(snapccl_comm_get(comm, func, &c));
   if (!handle) return ncclSuccess; /* NCCL: deregistering a NULL handle does nothing */
-  struct snapccl_registration* found = NULL;
-  pthread_mutex_lock(&c->lock);
-  for (struct snapccl_registration** p = &c->registrations; *p; p = &(*p)->next)
-    if (*p == handle) {
-      found = *p;
-      *p = found->next;
-      break;
-    }
-  pthread_mutex_unlock(&c->lock);
-  if (!found)
-    return snapccl_error(ncclInvalidUsage, func,
-                         "could not find registration handle %p on communicator %p", handle,
-                         (void*)comm);
-  free(found);
-  return ncclSuccess;
+  return snapccl_reg_deregister(c, handle, func);
+}
+
+/* An adopted communicator we are attached to: the application's window, registered
+ * with the real library, is registered for us too, under the real window as handle.
+ * NCCL's window registration is collective, so ours can be; a failure of ours only
+ * means that our collectives stage that memory. */
+static void shadow_window(ncclComm_t comm, void* buff, size_t size, int flags, ncclWindow_t win) {
+  struct snapccl_comm* c = snapccl_registry_find(comm);
+  if (!c || !c->transport || atomic_load(&c->attach_pending) || snapccl_transport_unusable_reason(c)) return;
+  if (snapccl_group_depth() > 0) {
+    /* Ours would wait for the peers at once, and this thread may be driving them. */
+    INFO(SUB_TRANSPORT, "window %p registered inside a group: with the real library only", (void*)win);
+    return;
+  }
+  void* h = NULL;
+  if (snapccl_reg_register(c, buff, size, (flags & NCCL_WIN_COLL_SYMMETRIC) != 0, win, &h) != ncclSuccess)
+    INFO(SUB_TRANSPORT, "window %p is registered with the real library only: %s", (void*)win, snapccl_last_error());
 }
 
 NCCL_API(ncclResult_t, ncclCommRegister, const ncclComm_t comm, void* buff, size_t size,
          void** handle) {
   ncclComm_t rh;
+  /* Not shadowed: NCCL's is local, ranks need not call it alike, and ours would wait
+   * for them. */
   if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclCommRegister(rh, buff, size, handle));
-  return reg_new(comm, buff, size, handle, __func__);
+  return reg_new(comm, buff, size, 0, handle, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclCommDeregister, const ncclComm_t comm, void* handle) {
@@ -123,17 +138,34 @@ NCCL_API(ncclResult_t, ncclCommDeregister, const ncclComm_t comm, void* handle) 
 NCCL_API(ncclResult_t, ncclCommWindowRegister, ncclComm_t comm, void* buff, size_t size,
          ncclWindow_t* win, int winFlags) {
   ncclComm_t rh;
-  if (snapccl_forward_target(comm, &rh))
-    return snapccl_forwarded(REAL->ncclCommWindowRegister(rh, buff, size, win, winFlags));
+  if (snapccl_forward_target(comm, &rh)) {
+    ncclResult_t res = snapccl_forwarded(REAL->ncclCommWindowRegister(rh, buff, size, win, winFlags));
+    if (res == ncclSuccess && win && *win) shadow_window(comm, buff, size, winFlags, *win);
+    return res;
+  }
   if (winFlags & ~NCCL_WIN_COLL_SYMMETRIC)
     SNAP_FAIL(ncclInvalidArgument, "unknown window flags 0x%x", winFlags);
-  return reg_new(comm, buff, size, (void**)win, __func__);
+  return reg_new(comm, buff, size, (winFlags & NCCL_WIN_COLL_SYMMETRIC) != 0, (void**)win, __func__);
 }
 
 NCCL_API(ncclResult_t, ncclCommWindowDeregister, ncclComm_t comm, ncclWindow_t win) {
   ncclComm_t rh;
-  if (snapccl_forward_target(comm, &rh)) return snapccl_forwarded(REAL->ncclCommWindowDeregister(rh, win));
+  if (snapccl_forward_target(comm, &rh)) {
+    struct snapccl_comm* c = snapccl_registry_find(comm);
+    if (c && win && snapccl_reg_known(c, win)) (void)snapccl_reg_deregister(c, win, __func__);
+    return snapccl_forwarded(REAL->ncclCommWindowDeregister(rh, win));
+  }
   return reg_free(comm, win, __func__);
+}
+
+SNAPCCL_API ncclResult_t snapcclCommRegisteredPeer(ncclComm_t comm, const void* ptr, size_t bytes, int peer,
+                                                   void** peer_ptr) {
+  struct snapccl_comm* c;
+  SNAP_CHECK(snapccl_comm_get(comm, __func__, &c));
+  if (!peer_ptr) SNAP_FAIL(ncclInvalidArgument, "peer_ptr argument is NULL");
+  if (peer < 0 || peer >= c->nranks) SNAP_FAIL(ncclInvalidArgument, "peer %d out of range", peer);
+  *peer_ptr = snapccl_reg_peer(c, ptr, bytes, peer);
+  return ncclSuccess;
 }
 
 /* Remembers a PreMulSum operator: ours, or the real library's (op_id >= 0 given), whose

@@ -20,6 +20,7 @@
 #include "real_nccl.h"
 #include "registry.h"
 #include "snapccl.h"
+#include "transport/registration.h"
 #include "transport/transport.h"
 #include "tuning.h"
 
@@ -333,6 +334,7 @@ ncclResult_t snapccl_comm_create(ncclComm_t* out, const ncclUniqueId* id, int nr
 
 void snapccl_comm_free(struct snapccl_comm* comm) {
   if (!comm) return;
+  snapccl_reg_free_all(comm);
   snapccl_transport_free(comm);
   if (comm->boot) snapccl_bootstrap_destroy(comm->boot);
   if (comm->oob_stream) cudaStreamDestroy(comm->oob_stream);
@@ -340,11 +342,6 @@ void snapccl_comm_free(struct snapccl_comm* comm) {
    * forward to it, each with its own semantics. */
   free(comm->peers);
   free(comm->tuning);
-  while (comm->registrations) {
-    struct snapccl_registration* r = comm->registrations;
-    comm->registrations = r->next;
-    free(r);
-  }
   pthread_mutex_destroy(&comm->lock);
   if (comm->abort_fd >= 0) close(comm->abort_fd);
   comm->magic = 0;

@@ -54,13 +54,7 @@ struct snapccl_redop {
 };
 
 struct snapccl_transport; /* src/transport/transport.h */
-/* A buffer registration (ncclCommRegister / ncclCommWindowRegister) of a communicator
- * we serve alone; remembered only to be handed back. */
-struct snapccl_registration {
-  struct snapccl_registration* next;
-  void* buff;
-  size_t size;
-};
+struct snapccl_reg_table;  /* buffer registrations: src/transport/registration.c */
 
 struct snapccl_comm {
   uint64_t magic;
@@ -98,8 +92,8 @@ struct snapccl_comm {
 
   struct snapccl_transport* transport;
 
-  pthread_mutex_t lock; /* redops, registrations */
-  struct snapccl_registration* registrations;
+  pthread_mutex_t lock; /* redops; creating reg */
+  struct snapccl_reg_table* reg;
   struct snapccl_redop redops[SNAPCCL_MAX_REDOPS];
   /* snapcclCommSetLowPrecision's setting, packed (algos/allreduce_lowprec.c); 0: the
    * environment's. Read by every all-reduce's selection, hence one atomic word. */

@@ -7,6 +7,7 @@
 #include "comm.h"
 #include "error.h"
 #include "log.h"
+#include "transport/registration.h"
 
 struct deferred_init {
   struct snapccl_comm* comm;
@@ -28,6 +29,13 @@ struct deferred_end {
 };
 static _Thread_local struct deferred_end* t_ends;
 static _Thread_local int t_nends, t_cap_ends;
+/* Registrations are collective: deferred like inits, for the same reason. */
+struct deferred_reg {
+  struct snapccl_comm* comm;
+  struct snapccl_reg_range* range;
+};
+static _Thread_local struct deferred_reg* t_regs;
+static _Thread_local int t_nregs, t_cap_regs;
 static _Thread_local ncclResult_t t_group_error; /* first error of a deferred call */
 
 int snapccl_group_depth(void) { return t_depth; }
@@ -79,6 +87,68 @@ ncclResult_t snapccl_group_defer_end(struct snapccl_comm* comm, int how) {
     SNAP_FAIL(ncclSystemError, "out of memory deferring the end of a communicator");
   t_ends[t_nends++] = (struct deferred_end){comm, how};
   return ncclSuccess;
+}
+
+ncclResult_t snapccl_group_defer_reg(struct snapccl_comm* comm, struct snapccl_reg_range* range) {
+  if (!grow((void**)&t_regs, &t_cap_regs, t_nregs + 1, sizeof *t_regs))
+    SNAP_FAIL(ncclSystemError, "out of memory deferring a registration");
+  t_regs[t_nregs++] = (struct deferred_reg){comm, range};
+  return ncclSuccess;
+}
+
+/* One communicator's deferred registrations, in call order, on a thread of their own:
+ * each exchange waits for the peers, which this very thread may be driving too. */
+struct reg_runner {
+  struct snapccl_comm* comm;
+  const struct deferred_reg* regs; /* the group's list (the runner takes its comm's) */
+  int nregs;
+  pthread_t thread;
+  ncclResult_t result;
+};
+
+static void* reg_thread(void* arg) {
+  struct reg_runner* r = arg;
+  r->result = ncclSuccess;
+  for (int i = 0; i < r->nregs; i++) {
+    if (r->regs[i].comm != r->comm) continue;
+    ncclResult_t res = snapccl_reg_complete(r->comm, r->regs[i].range);
+    if (r->result == ncclSuccess) r->result = res;
+  }
+  return NULL;
+}
+
+static ncclResult_t run_regs(void) {
+  const int n = t_nregs;
+  if (n == 0) return ncclSuccess;
+  ncclResult_t res = ncclSuccess;
+  struct reg_runner* run = calloc((size_t)n, sizeof *run);
+  int nrun = 0;
+  for (int i = 0; run && i < n; i++) {
+    int seen = 0;
+    for (int j = 0; j < nrun && !seen; j++) seen = run[j].comm == t_regs[i].comm;
+    if (seen) continue;
+    struct reg_runner* r = &run[nrun++];
+    *r = (struct reg_runner){t_regs[i].comm, t_regs, n, 0, ncclSuccess};
+    if (pthread_create(&r->thread, NULL, reg_thread, r) != 0) {
+      res = snapccl_error(ncclSystemError, __func__, "pthread_create failed");
+      /* Its registrations never happen: their handles stay unknown, nothing leaks. */
+      for (int k = i; k < n; k++)
+        if (t_regs[k].comm == r->comm) snapccl_reg_abandon(t_regs[k].range);
+      r->regs = NULL;
+    }
+  }
+  if (!run) {
+    res = snapccl_error(ncclSystemError, __func__, "out of memory running deferred registrations");
+    for (int k = 0; k < n; k++) snapccl_reg_abandon(t_regs[k].range);
+  }
+  for (int j = 0; j < nrun; j++) {
+    if (!run[j].regs) continue;
+    pthread_join(run[j].thread, NULL);
+    if (res == ncclSuccess) res = run[j].result;
+  }
+  free(run);
+  t_nregs = 0;
+  return res;
 }
 
 /* The deferred ends, in the order they were called. */
@@ -141,6 +211,8 @@ ncclResult_t snapccl_group_end(void) {
   t_group_error = ncclSuccess;
   ncclResult_t r = run_inits(&in_progress);
   if (res == ncclSuccess) res = r;
+  r = run_regs();
+  if (res == ncclSuccess) res = r;
   /* Like NCCL, every call is checked before any is launched: a launched call whose
    * peers' group then failed would wait for them until the timeout. */
   for (int i = 0; i < t_ncolls && res == ncclSuccess; i++) res = snapccl_coll_check(&t_colls[i]);
@@ -165,6 +237,8 @@ ncclResult_t snapccl_group_simulate_end(float* estimated_us) {
   t_group_error = ncclSuccess;
   ncclResult_t r = run_inits(&in_progress);
   t_ncolls = 0;
+  if (res == ncclSuccess) res = r;
+  r = run_regs();
   if (res == ncclSuccess) res = r;
   r = run_ends();
   if (res == ncclSuccess) res = r;

@@ -22,6 +22,10 @@ void snapccl_group_record_error(ncclResult_t res);
 ncclResult_t snapccl_group_defer_init(struct snapccl_comm* comm, const ncclUniqueId* id,
                                       int nranks, int rank, int cuda_dev);
 ncclResult_t snapccl_group_defer_coll(const struct snapccl_coll* coll);
+/* A registration (transport/registration.h) prepared at the call, completed at the
+ * outermost ncclGroupEnd after the inits, one thread per communicator. */
+struct snapccl_reg_range;
+ncclResult_t snapccl_group_defer_reg(struct snapccl_comm* comm, struct snapccl_reg_range* range);
 /* ncclCommDestroy, ncclCommAbort and ncclCommFinalize inside a group, as in NCCL, take
  * effect at the outermost ncclGroupEnd, after the group's inits and collectives (an
  * init deferred to it may belong to that very communicator). how: SNAPCCL_END_*. */

@@ -1,9 +1,11 @@
 /* All-reduce, two shot: reduce-scatter then all-gather through the staging buffers,
- * pipelined in rounds so any size runs. Kernel: src/kernels/staged.cu. */
+ * pipelined in rounds so any size runs; on registered buffers, in place. Kernel:
+ * src/kernels/staged.cu. */
 #include "algos/algo.h"
 #include "algos/cost.h"
 #include "algos/launch.h"
 #include "comm.h"
+#include "transport/registration.h"
 
 static unsigned long long slice_elems(const struct snapccl_coll* c) {
   unsigned long long n = (unsigned long long)c->comm->nranks;
@@ -26,7 +28,14 @@ static double cost(const struct snapccl_coll* c) {
 static ncclResult_t launch(const struct snapccl_coll* c) {
   struct snapccl_geom g = {.mode = STAGED_ALLREDUCE, .count = c->count};
   snapccl_staged_geometry(c, slice_elems(c), snapccl_dtype_size(c->dtype), &g);
-  return snapccl_launch_coll(c, snapccl_launch_staged, &g);
+  /* Registered buffers: read in place from every rank's input and written into every
+   * rank's output when every rank's are registered alike (decided in the kernel). A
+   * PreMulSum with each rank's own scalar stages: a reader would scale a peer's input
+   * with its own scalar. */
+  struct snapccl_reg_args reg;
+  const int scalable = c->devop != DEVOP_PREMULSUM || c->scalar_mode == SCALAR_RECIPROCAL;
+  snapccl_reg_call(c->comm, c->sendbuff, c->recvbuff, c->count * snapccl_dtype_size(c->dtype), scalable, &reg);
+  return snapccl_launch_coll_ex(c, snapccl_launch_twoshot_reg, &reg, &g);
 }
 
 const struct snapccl_algo snapccl_allreduce_twoshot = {

@@ -38,8 +38,21 @@ static inline unsigned long long snapccl_oneshot_slot_bytes(int nranks) {
  * this many bytes (transport/workspace.c, algos/launch.c). */
 #define SNAPCCL_STAGING_ALIGN 4096u
 
-/* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. */
-enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_KINDS = 3 };
+/* Flag arrays, each [src rank][block] of uint64 in the receiver's workspace. FLAG_REG:
+ * the two-shot all-reduce's start and end barriers when buffers may be registered. */
+enum snapccl_flag_kind { FLAG_ONESHOT = 0, FLAG_RS = 1, FLAG_AG = 2, FLAG_REG = 3, FLAG_KINDS = 4 };
+
+/* A call's registered buffers as its rank describes them (registration number + 1 and
+ * byte offset from the registered base, of the send and the receive buffer; desc[0] 0:
+ * not registered), and where every rank's counterparts lie in this rank's space. */
+#define SNAPCCL_REG_DESC_WORDS 4
+struct snapccl_reg_args {
+  unsigned long long desc[SNAPCCL_REG_DESC_WORDS];
+  const char* send[SNAPCCL_MAX_RANKS];
+  char* recv[SNAPCCL_MAX_RANKS];
+  int exchange; /* the barriers and the descriptor exchange run (agreed: see registration.h) */
+  int pad;
+};
 
 /* Header at offset 0 of each rank's workspace; touched by that rank's kernels only. */
 struct snapccl_ws_header {
@@ -58,6 +71,7 @@ struct snapccl_ws_layout {
   unsigned long long ag_off;        /* [2 slots][nranks][max_blocks][chunk_bytes] */
   unsigned long long probe_off;     /* [SNAPCCL_MAX_RANKS][64 bytes], init-time P2P probe */
   unsigned long long ce_flags_off;  /* uint64 [SNAPCCL_MAX_RANKS]: copy-engine sync flags, by source */
+  unsigned long long reg_off;       /* uint64 [SNAPCCL_MAX_RANKS][SNAPCCL_MAX_BLOCKS][4]: peers' call descriptors */
   unsigned long long total;
   unsigned long long oneshot_bytes; /* capacity of one source slot of the one-shot buffers */
   unsigned long long chunk_bytes;   /* capacity of one (slot, src, block) staging chunk */

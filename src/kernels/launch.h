@@ -13,6 +13,11 @@ extern "C" {
 
 /* Two-shot all-reduce, direct reduce-scatter and direct all-gather (a.mode). */
 cudaError_t snapccl_launch_staged(const struct snapccl_kargs* a, int blocks, cudaStream_t stream);
+/* The two-shot all-reduce (a.mode STAGED_ALLREDUCE) with the registered-buffer arguments
+ * (`reg`: a struct snapccl_reg_args): without their exchange the staged kernel; with it,
+ * in place when every rank's buffers are registered alike, else staged. */
+cudaError_t snapccl_launch_twoshot_reg(const struct snapccl_kargs* a, const void* reg, int blocks,
+                                       cudaStream_t stream);
 /* One-shot all-reduce with per-block flags (every dtype). */
 cudaError_t snapccl_launch_oneshot(const struct snapccl_kargs* a, int blocks, cudaStream_t stream);
 /* One-shot all-reduce on Lamport buffers (floating types only). */

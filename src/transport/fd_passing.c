@@ -135,8 +135,8 @@ ncclResult_t snapccl_fd_server_open(struct snapccl_fd_server** out, struct snapc
 }
 
 /* One accepted connection: check who it is and hand over the descriptor. */
-static int serve_one(const struct snapccl_fd_server* s, int conn, int fd, const int32_t* pids,
-                     int npids, double deadline) {
+static int serve_one(const struct snapccl_fd_server* s, int conn, const int* fds, int nfds,
+                     const int32_t* pids, int npids, double deadline) {
   int32_t pid = -1;
   if (!peer_pid(conn, &pid)) return 0;
   int known = 0;
@@ -151,6 +151,14 @@ static int serve_one(const struct snapccl_fd_server* s, int conn, int fd, const 
     INFO(SUB_TRANSPORT, "fd passing: pid %d did not present the nonce", (int)pid);
     return 0;
   }
+  /* Which of the served descriptors the client asks for: the registration of a buffer
+   * spanning several cuMem segments serves one per segment from one address. */
+  uint32_t index = 0;
+  if (!read_full(conn, &index, sizeof index, deadline) || index >= (uint32_t)nfds) {
+    INFO(SUB_TRANSPORT, "fd passing: pid %d asked for no valid descriptor", (int)pid);
+    return 0;
+  }
+  const int fd = fds[index];
   struct fd_msg m;
   fd_msg_init(&m, 'F');
   struct cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
@@ -169,23 +177,29 @@ static int serve_one(const struct snapccl_fd_server* s, int conn, int fd, const 
   }
 }
 
-ncclResult_t snapccl_fd_server_serve(struct snapccl_fd_server* s, int fd, int clients,
-                                     const int32_t* pids, int npids, double timeout_s) {
+ncclResult_t snapccl_fd_server_serve_many(struct snapccl_fd_server* s, const int* fds, int nfds, int clients,
+                                          const int32_t* pids, int npids, double timeout_s) {
   const double deadline = now_s() + timeout_s;
-  int served = 0;
-  while (served < clients) {
+  const long want = (long)clients * nfds;
+  long served = 0;
+  while (served < want) {
     if (!wait_ready(s->fd, POLLIN, deadline))
-      SNAP_FAIL(ncclSystemError, "fd passing: %d of %d ranks fetched the multicast handle within %.0f s",
-                served, clients, timeout_s);
+      SNAP_FAIL(ncclSystemError, "fd passing: %ld of %ld descriptors were fetched within %.0f s", served, want,
+                timeout_s);
     int conn = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) continue;
       SNAP_FAIL(ncclSystemError, "fd passing: accept failed: %s", strerror(errno));
     }
-    served += serve_one(s, conn, fd, pids, npids, deadline);
+    served += serve_one(s, conn, fds, nfds, pids, npids, deadline);
     close(conn);
   }
   return ncclSuccess;
+}
+
+ncclResult_t snapccl_fd_server_serve(struct snapccl_fd_server* s, int fd, int clients,
+                                     const int32_t* pids, int npids, double timeout_s) {
+  return snapccl_fd_server_serve_many(s, &fd, 1, clients, pids, npids, timeout_s);
 }
 
 void snapccl_fd_server_close(struct snapccl_fd_server* s) {
@@ -195,6 +209,11 @@ void snapccl_fd_server_close(struct snapccl_fd_server* s) {
 }
 
 ncclResult_t snapccl_fd_receive(const struct snapccl_fd_address* addr, double timeout_s, int* fd_out) {
+  return snapccl_fd_receive_index(addr, 0, timeout_s, fd_out);
+}
+
+ncclResult_t snapccl_fd_receive_index(const struct snapccl_fd_address* addr, uint32_t index, double timeout_s,
+                                      int* fd_out) {
   const double deadline = now_s() + timeout_s;
   struct sockaddr_un sa;
   socklen_t len = make_sockaddr(&sa, addr->name);
@@ -225,9 +244,12 @@ ncclResult_t snapccl_fd_receive(const struct snapccl_fd_address* addr, double ti
     goto out;
   }
   {
+    uint8_t ask[sizeof addr->nonce + sizeof index];
+    memcpy(ask, addr->nonce, sizeof addr->nonce);
+    memcpy(ask + sizeof addr->nonce, &index, sizeof index);
     size_t sent = 0;
-    while (sent < sizeof addr->nonce) {
-      ssize_t r = send(s, addr->nonce + sent, sizeof addr->nonce - sent, MSG_NOSIGNAL);
+    while (sent < sizeof ask) {
+      ssize_t r = send(s, ask + sent, sizeof ask - sent, MSG_NOSIGNAL);
       if (r > 0) {
         sent += (size_t)r;
       } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -236,7 +258,7 @@ ncclResult_t snapccl_fd_receive(const struct snapccl_fd_address* addr, double ti
         break;
       }
     }
-    if (sent < sizeof addr->nonce) {
+    if (sent < sizeof ask) {
       res = snapccl_error(ncclSystemError, __func__, "fd passing: sending the nonce to pid %d failed",
                           (int)addr->pid);
       goto out;

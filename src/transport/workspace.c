@@ -35,6 +35,8 @@ void snapccl_ws_layout_compute(struct snapccl_ws_layout* lay, int nranks, int ma
   off += align_up(SNAPCCL_MAX_RANKS * 64, 4096);
   lay->ce_flags_off = off;
   off += align_up(SNAPCCL_MAX_RANKS * 8, 4096);
+  lay->reg_off = off;
+  off += align_up((unsigned long long)SNAPCCL_MAX_RANKS * SNAPCCL_MAX_BLOCKS * SNAPCCL_REG_DESC_WORDS * 8, 4096);
   lay->lamport_off = off;
   off += align_up(2ull * nranks * lay->oneshot_bytes, 4096);
   lay->oneshot_off = off;

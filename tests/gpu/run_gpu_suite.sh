@@ -94,6 +94,8 @@ crit failure 180 gpu_test_failure
 crit ce 600 gpu_test_ce
 # The tuning file on a real communicator (its choice, agreement, refusals).
 crit tuning 120 gpu_test_tuning
+# Registered buffers: cudaMalloc, cuMem and ncclMemAlloc memory, both registration calls.
+crit registration 600 gpu_test_registration
 # Features whose GPU checks are still pending (low precision, multicast twins, fused
 # all-reduce + RMSNorm): run when built; GPU_SUITE_CORE_ONLY=1 leaves them out.
 if [ "${GPU_SUITE_CORE_ONLY:-0}" != 1 ]; then

@@ -26,6 +26,7 @@
 #include "../fnv.h"
 #include "common.h"
 #include "kernels/lowprec.h"
+#include "reg_util.h"
 #include "snapccl.h"
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -287,6 +288,53 @@ static void init_test(int n) {
 
 Test(mp_init, ws2, .timeout = 150) { init_test(2); }
 Test(mp_init, ws4, .timeout = 150) { init_test(4); }
+
+/* ---------------------------------------------------------------- registered buffers */
+
+/* Every memory kind under both registration calls (tests/gpu/reg_util.h): legacy IPC of
+ * cudaMalloc memory, cuMem segments passed as POSIX fds, ncclMemAlloc memory. Each rank
+ * reads every peer's data through its mapping, then runs the cases on the registered
+ * memory; window registrations are freed without deregistering, and the next kind's
+ * memory may land at the same addresses. */
+static int registered_rank(int rank, int n, const ncclUniqueId* id, const void* arg, int report) {
+  char err[T_ERRLEN];
+  struct t_world w;
+  (void)arg, (void)report;
+  if (t_gpu_count() <= 0) return EXIT_SKIP;
+  t_env_defaults();
+  if (t_world_init_rank(&w, n, rank, id, err) != 0) RANK_FAIL("%s", err);
+  for (int mem = 0; mem < REG_NMEM; mem++)
+    for (int mode = REG_COMM; mode <= REG_WINDOW; mode++) {
+      struct reg_bufs rb;
+      if (reg_bufs_alloc(&w, &rb, mem, reg_cases_send_cap(n), reg_cases_recv_cap(n), err) != 0 ||
+          reg_pattern_write(&w, &rb, err) != 0 || reg_bufs_register(&w, &rb, mode, err) != 0 ||
+          reg_pattern_check(&w, &rb, 1, err) != 0 ||
+          reg_run_cases(&w, &rb, 0x7265ull + (uint64_t)(mem * 2 + mode), err) != 0 ||
+          (mode == REG_COMM && reg_bufs_deregister(&w, &rb, err) != 0)) {
+        ncclCommAbort(w.comm[rank]); /* the peers time out instead of waiting for us */
+        RANK_FAIL("%s, %s: %s", reg_mem_name[mem], mode == REG_COMM ? "ncclCommRegister" : "window", err);
+      }
+      if (reg_bufs_free(&w, &rb, err) != 0) RANK_FAIL("%s", err);
+    }
+  if (t_world_free(&w, err) != 0) RANK_FAIL("%s", err);
+  return 0;
+}
+
+static void registered_test(int n) {
+  char err[T_ERRLEN];
+  struct mp m;
+  int skipped = 0;
+  T_REQUIRE_GPU_FORKED();
+  t_env_defaults();
+  T_OK(mp_spawn(&m, n, registered_rank, NULL, 400, err), err);
+  T_OK(mp_wait(&m, 400, err), err);
+  T_OK(mp_check(&m, &skipped, err), err);
+  if (skipped) cr_skip_test("no GPU");
+  mp_close(&m);
+}
+
+Test(multiproc, registered_ws2, .timeout = 420) { registered_test(2); }
+Test(multiproc, registered_ws3, .timeout = 420) { registered_test(3); }
 
 /* ---------------------------------------------------------------- low precision */
 

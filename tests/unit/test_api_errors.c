@@ -117,7 +117,7 @@ Test(null_args, register_deregister) {
   struct snapccl_comm* c = fake_new(2, 0);
   EXPECT(ncclCommRegister(H(c), buf, sizeof buf, NULL), ncclInvalidArgument, "handle");
   EXPECT(ncclCommRegister(H(c), NULL, sizeof buf, &h), ncclInvalidArgument, "buff");
-  /* A good registration goes round trip (snapccl only remembers it). */
+  /* A good registration goes round trip (without a transport it stays local). */
   h = NULL;
   EXPECT_OK(ncclCommRegister(H(c), buf, sizeof buf, &h));
   cr_assert_not_null(h);

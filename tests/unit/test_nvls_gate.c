@@ -179,6 +179,58 @@ Test(fd, passes_a_descriptor_between_threads_and_processes) {
   snapccl_fd_server_close(s);
 }
 
+/* A list served by index (registration's cuMem segments): each of two child processes
+ * fetches every descriptor, in its own order, and gets the right file each time; an
+ * index past the list is refused. */
+Test(fd, serves_a_list_by_index) {
+  struct snapccl_fd_server* s = NULL;
+  struct snapccl_fd_address addr;
+  cr_assert_eq(snapccl_fd_server_open(&s, &addr), ncclSuccess, "%s", snapccl_last_error());
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = memfd_create("fd-list", MFD_CLOEXEC);
+    char tag = (char)('a' + i);
+    cr_assert(fds[i] >= 0 && pwrite(fds[i], &tag, 1, 0) == 1);
+  }
+  pid_t child[2];
+  for (int c = 0; c < 2; c++) {
+    child[c] = fork();
+    cr_assert(child[c] >= 0);
+    if (child[c] == 0) {
+      for (int k = 0; k < 3; k++) {
+        const uint32_t i = (uint32_t)(c ? 2 - k : k);
+        int fd = -1;
+        char tag = 0;
+        if (snapccl_fd_receive_index(&addr, i, 10, &fd) != ncclSuccess) _exit(1);
+        if (pread(fd, &tag, 1, 0) != 1 || tag != (char)('a' + i)) _exit(2);
+        close(fd);
+      }
+      _exit(0);
+    }
+  }
+  int32_t pids[2] = {(int32_t)child[0], (int32_t)child[1]};
+  cr_assert_eq(snapccl_fd_server_serve_many(s, fds, 3, 2, pids, 2, 20), ncclSuccess, "%s", snapccl_last_error());
+  for (int c = 0; c < 2; c++) {
+    int st = 0;
+    waitpid(child[c], &st, 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: status %d", c, st);
+  }
+  /* Past the list: the server counts no fetch and the client gets nothing. */
+  pid_t late = fork();
+  cr_assert(late >= 0);
+  if (late == 0) {
+    int fd = -1;
+    _exit(snapccl_fd_receive_index(&addr, 3, 3, &fd) == ncclSuccess ? 1 : 0);
+  }
+  int32_t lp = (int32_t)late;
+  cr_assert_neq(snapccl_fd_server_serve_many(s, fds, 3, 1, &lp, 1, 1.5), ncclSuccess, "served index 3 of 3");
+  int st = 0;
+  waitpid(late, &st, 0);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a client asking past the list got a descriptor");
+  for (int i = 0; i < 3; i++) close(fds[i]);
+  snapccl_fd_server_close(s);
+}
+
 Test(fd, refuses_strangers_and_wrong_nonces) {
   struct snapccl_fd_server* s = NULL;
   struct snapccl_fd_address addr;

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "kernels/launch.h"
+#include "transport/driver_entry.h"
 
 static const struct snapccl_mc_driver* g_driver_override;
 static const struct snapccl_nvml* g_nvml_override;
@@ -50,17 +51,7 @@ static int default_init_replica(CUdeviceptr uc, size_t size, const struct snapcc
 #define SNAPCCL_MC_DRIVER_ABI 12010
 
 static int load_symbol(const char* name, void* slot) {
-  void* fn = NULL;
-  enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  cudaError_t e =
-      CUDA_TRY(cudaGetDriverEntryPointByVersion(name, &fn, SNAPCCL_MC_DRIVER_ABI, cudaEnableDefault, &q));
-  if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
-    snprintf(g_driver_error, sizeof g_driver_error, "the driver has no %s (%s)", name,
-             e != cudaSuccess ? cudaGetErrorString(e) : "symbol not found");
-    return 0;
-  }
-  memcpy(slot, &fn, sizeof fn);
-  return 1;
+  return snapccl_driver_entry(name, slot, SNAPCCL_MC_DRIVER_ABI, g_driver_error, sizeof g_driver_error);
 }
 
 static void load_driver_locked(void) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "transport/driver_entry.h"
 
 /* Entry points in the ABI of CUDA 12.0 (cuMemGetAddressRange as its _v2), whatever
  * newer driver is installed. */
@@ -18,16 +19,7 @@ static int g_state; /* 0 not loaded, 1 loaded, -1 failed (g_error says why) */
 static char g_error[160];
 
 static int load(const char* name, void* slot) {
-  void* fn = NULL;
-  enum cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-  cudaError_t e = CUDA_TRY(cudaGetDriverEntryPointByVersion(name, &fn, SNAPCCL_VMM_DRIVER_ABI, cudaEnableDefault, &q));
-  if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !fn) {
-    snprintf(g_error, sizeof g_error, "the driver has no %s (%s)", name,
-             e != cudaSuccess ? cudaGetErrorString(e) : "symbol not found");
-    return 0;
-  }
-  memcpy(slot, &fn, sizeof fn);
-  return 1;
+  return snapccl_driver_entry(name, slot, SNAPCCL_VMM_DRIVER_ABI, g_error, sizeof g_error);
 }
 
 const struct snapccl_vmm_driver* snapccl_vmm_driver(char* why, size_t len) {

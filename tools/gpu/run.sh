@@ -3,7 +3,8 @@
 # what tools/gpu/bundle.sh put in gpu-carry/. Every step is time-bounded and logged;
 # the logs end up in $OUT/<phase>.tgz and a summary table is printed last.
 #
-#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | dropin | latency | perf | compare | datapath | features | lifetime,
+#   tools/gpu/run.sh PHASE     PHASE: suite | interpose | nccltests | dropin | registration | hostpath | tuning |
+#                                  latency | perf | compare | datapath | features | lifetime,
 #                                  or on several GPUs: mg_suite | mg_features | mg_nt_g | mg_nt_np |
 #                                  mg_interpose | mg_compare
 #
@@ -198,6 +199,57 @@ phase_dropin() {
   done
 }
 
+# Registered buffers (two ranks sharing the GPU): the registration tests in one process and
+# across processes, and the two-shot at 256 MiB staged (-R 0) against registered (-R 1:
+# ncclCommRegister, -R 2: symmetric windows), forced and as the selector picks.
+phase_registration() {
+  local P=build/perf E="LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1" R a
+  step gpu_registration 300 SNAPCCL_SHARED_GPU=1 -- build/tests/gpu/gpu_test_registration --jobs 1 --verbose
+  step mp_registered 300 SNAPCCL_SHARED_GPU=1 -- build/tests/gpu/gpu_test_multiproc --jobs 1 --verbose \
+    --filter 'multiproc/registered_*'
+  for a in twoshot auto; do
+    for R in 0 1 2; do
+      local A=""
+      [ $a = auto ] || A="allreduce:$a"
+      step "reg_${a}_R$R" 60 $E SNAPCCL_ALGO=$A SNAPCCL_DEBUG=INFO SNAPCCL_DEBUG_SUBSYS=TRANSPORT -- \
+        $P/all_reduce_perf -g 2 -b 256M -e 256M -n 20 -w 5 -c 1 -R $R
+    done
+  done
+}
+
+# The eager call's host time: host_overhead of this build against the library in
+# gpu-carry/old (bundle.sh OLD_LIB), world size 1 and 2, and under LD_PRELOAD over NVIDIA's
+# library (calls taken, calls forwarded); perf/host_overhead_ab.sh alternates them.
+phase_hostpath() {
+  [ -d gpu-carry/old ] || { echo "no gpu-carry/old: bundle with OLD_LIB=<older build>/src"; return; }
+  mkdir -p /tmp/hostpath-old/src && cp -a gpu-carry/old/. /tmp/hostpath-old/src/
+  step host_ab 400 -- perf/host_overhead_ab.sh --old /tmp/hostpath-old --new "$repo/build" \
+    --nccl-lib "$REAL_DIR" --rounds 2 -o "$LOG/host_ab"
+}
+
+# The tuning tool (two ranks sharing the GPU): it writes a file, and the perf binary's
+# "# snapccl algorithm" lines without and with it; then world size 1 with NVIDIA's
+# library under LD_PRELOAD and a file whose rows up to 64 KiB name "nccl", which those
+# calls must be forwarded for (the destroy-time INTERPOSE counters).
+phase_tuning() {
+  local P=build/perf T=$LOG/files
+  mkdir -p "$T"
+  step tune_shared 200 SNAPCCL_SHARED_GPU=1 -- python3 perf/tune.py -n 2 --colls all_reduce \
+    --dtypes float --modes eager -b 8 -e 8M -o "$T/shared.txt"
+  step perf_no_file 60 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 -- \
+    $P/all_reduce_perf -g 2 -b 8 -e 8M -f 4 -c 1
+  step perf_with_file 60 LD_LIBRARY_PATH=$SNAPLIB:$LD_LIBRARY_PATH SNAPCCL_SHARED_GPU=1 \
+    SNAPCCL_TUNING_FILE="$T/shared.txt" -- $P/all_reduce_perf -g 2 -b 8 -e 8M -f 4 -c 1
+  step tune_ws1 200 -- python3 perf/tune.py -n 1 --colls all_reduce --dtypes float --modes eager \
+    -b 8 -e 16M --nccl-lib "$REAL_DIR" -o "$T/ws1.txt"
+  awk '$1 == "row" && $6 <= 65536 { $7 = "nccl"; h = 0
+         for (i = 8; i <= NF; i++) if ($i ~ /^nccl=/) { $i = "nccl=0.5"; h = 1 }
+         if (!h) $(NF + 1) = "nccl=0.5" } { print }' "$T/ws1.txt" >"$T/ws1_nccl_small.txt" 2>/dev/null
+  step preload_nccl_rows 60 LD_LIBRARY_PATH=$REAL_DIR:$LD_LIBRARY_PATH LD_PRELOAD=$SNAPLIB/libsnapccl.so \
+    SNAPCCL_TUNING_FILE="$T/ws1_nccl_small.txt" SNAPCCL_DEBUG=INFO SNAPCCL_DEBUG_SUBSYS=INTERPOSE,ALGO -- \
+    $P/all_reduce_perf -b 8 -e 16M -f 4 -g 1 -c 1
+}
+
 # The staged data path on ranks sharing the GPU (two in one process): the kernel benchmark
 # (GB/s per block next to a copy kernel, HBM bound, fixed cost per algorithm); the perf
 # binaries at 256 MiB with 8 blocks and the default cap, against the library in
@@ -362,7 +414,7 @@ phase_mg_compare() {
     --mpirun "$MPIRUN"
 }
 
-phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|dropin|latency|perf|compare|datapath|features|lifetime|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
+phase=${1:?usage: tools/gpu/run.sh suite|interpose|nccltests|dropin|registration|hostpath|tuning|latency|perf|compare|datapath|features|lifetime|mg_suite|mg_features|mg_nt_g|mg_nt_np|mg_interpose|mg_compare}
 LOG=$OUT/$phase
 mkdir -p "$LOG"
 finish() {

@@ -140,13 +140,6 @@ static const struct snapccl_algo* choose(const struct snapccl_coll* c, struct sn
   return NULL;
 }
 
-/* The key flags of a call (select_cache.h): properties beyond its arguments that a choice
- * depends on. None yet: no algorithm looks at buffer registration. */
-static unsigned call_flags(const struct snapccl_coll* c) {
-  (void)c;
-  return 0;
-}
-
 /* choose()'s answer, from the communicator's cache when it holds it. The cache is
  * bypassed while the choices are logged (SNAPCCL_DEBUG=INFO with ALGO, or TRACE), so
  * the log says what it always said; the answers are the same either way. A miss
@@ -155,16 +148,15 @@ static unsigned call_flags(const struct snapccl_coll* c) {
 static const struct snapccl_algo* choose_cached(const struct snapccl_coll* c, struct snapccl_pick* p,
                                                 int* to_nccl, double* us, int* measured, int* fresh) {
   const int use = !snapccl_log_enabled(LOG_INFO, SUB_ALGO);
-  const unsigned flags = call_flags(c);
   uint64_t stamp = 0;
   int index;
-  if (use && snapccl_select_cache_get(c->comm, c, flags, &stamp, &index, to_nccl) && index < NALGOS) {
+  if (use && snapccl_select_cache_get(c->comm, c, &stamp, &index, to_nccl) && index < NALGOS) {
     *fresh = 0;
     return index >= 0 ? table[index] : NULL;
   }
   *fresh = 1;
   const struct snapccl_algo* a = choose(c, p, to_nccl, us, measured);
-  if (use) snapccl_select_cache_put(c->comm, c, flags, stamp, a ? p->index : -1, *to_nccl);
+  if (use) snapccl_select_cache_put(c->comm, c, stamp, a ? p->index : -1, *to_nccl);
   return a;
 }
 

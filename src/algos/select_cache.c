@@ -21,10 +21,10 @@ static uint64_t stamp_now(struct snapccl_comm* comm) {
  * no call. The op is the user's value (a custom PreMulSum operator's id included), its
  * resolution (devop, scalar mode) is what the algorithms look at. 0 for a call the key
  * cannot hold exactly (an op id beyond 28 bits): such a call is never cached. */
-static uint64_t shape_of(const struct snapccl_coll* c, unsigned flags) {
+static uint64_t shape_of(const struct snapccl_coll* c) {
   const uint32_t op = (uint32_t)c->op;
-  if (op >> 28 || flags > 0xffu) return 0;
-  return 1ull << 63 | (uint64_t)flags << 48 | (uint64_t)((unsigned)c->scalar_mode & 0xfu) << 44 |
+  if (op >> 28) return 0;
+  return 1ull << 63 | (uint64_t)((unsigned)c->scalar_mode & 0xfu) << 44 |
          (uint64_t)((unsigned)c->devop & 0xfu) << 40 | (uint64_t)((unsigned)c->dtype & 0xffu) << 32 |
          (uint64_t)((unsigned)c->kind & 0xfu) << 28 | op;
 }
@@ -40,9 +40,9 @@ static struct snapccl_select_entry* slot(struct snapccl_comm* comm, uint64_t cou
   return &comm->select_cache.entries[h & (SNAPCCL_SELECT_CACHE_ENTRIES - 1)];
 }
 
-int snapccl_select_cache_get(struct snapccl_comm* comm, const struct snapccl_coll* c, unsigned flags,
-                             uint64_t* stamp, int* index, int* outcome) {
-  const uint64_t count = (uint64_t)c->count, shape = shape_of(c, flags);
+int snapccl_select_cache_get(struct snapccl_comm* comm, const struct snapccl_coll* c, uint64_t* stamp,
+                             int* index, int* outcome) {
+  const uint64_t count = (uint64_t)c->count, shape = shape_of(c);
   *stamp = stamp_now(comm);
   if (!shape) return 0;
   struct snapccl_select_entry* e = slot(comm, count, shape);
@@ -59,9 +59,9 @@ int snapccl_select_cache_get(struct snapccl_comm* comm, const struct snapccl_col
   return 1;
 }
 
-void snapccl_select_cache_put(struct snapccl_comm* comm, const struct snapccl_coll* c, unsigned flags,
-                              uint64_t stamp, int index, int outcome) {
-  const uint64_t count = (uint64_t)c->count, shape = shape_of(c, flags);
+void snapccl_select_cache_put(struct snapccl_comm* comm, const struct snapccl_coll* c, uint64_t stamp,
+                              int index, int outcome) {
+  const uint64_t count = (uint64_t)c->count, shape = shape_of(c);
   if (!shape || index < -1 || index >= 0xff || outcome < 0 || outcome > 0xff) return;
   struct snapccl_select_entry* e = slot(comm, count, shape);
   uint32_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);

@@ -67,7 +67,7 @@ static const char* uncached(struct snapccl_comm* c, const struct snapccl_coll* x
 static const struct snapccl_algo* selected(struct snapccl_comm* c, const struct snapccl_coll* x, int* hit) {
   uint64_t stamp;
   int index, outcome;
-  const int was = snapccl_select_cache_get(c, x, 0, &stamp, &index, &outcome);
+  const int was = snapccl_select_cache_get(c, x, &stamp, &index, &outcome);
   if (hit) *hit = was;
   const struct snapccl_algo* a = NULL;
   ncclResult_t r = snapccl_algo_select(x, &a);
@@ -96,12 +96,12 @@ Test(select_cache, second_call_hits_and_the_cache_is_what_answers) {
    * shows it reads the cache rather than choosing again. */
   uint64_t stamp;
   int index, outcome;
-  cr_assert(snapccl_select_cache_get(c, &x, 0, &stamp, &index, &outcome));
+  cr_assert(snapccl_select_cache_get(c, &x, &stamp, &index, &outcome));
   cr_assert_eq(index, index_of(a));
   const struct snapccl_algo* other = NULL;
   for (int i = 0; i < snapccl_algo_count() && !other; i++)
     if (snapccl_algo_at(i)->kind == COLL_ALLREDUCE && snapccl_algo_at(i) != a) other = snapccl_algo_at(i);
-  snapccl_select_cache_put(c, &x, 0, stamp, index_of(other), outcome);
+  snapccl_select_cache_put(c, &x, stamp, index_of(other), outcome);
   const struct snapccl_algo* got = NULL;
   cr_assert_eq(snapccl_algo_select(&x, &got), ncclSuccess);
   cr_assert_eq(got, other, "the planted entry was not used");
@@ -130,13 +130,11 @@ Test(select_cache, key_holds_every_argument_the_choice_reads) {
   for (size_t i = 0; i < NELEMS(variants); i++) {
     uint64_t stamp;
     int index, outcome;
-    cr_assert_not(snapccl_select_cache_get(c, &variants[i], 0, &stamp, &index, &outcome), "variant %zu hit", i);
+    cr_assert_not(snapccl_select_cache_get(c, &variants[i], &stamp, &index, &outcome), "variant %zu hit", i);
   }
-  /* The registered flag is part of the key. */
   uint64_t stamp;
   int index, outcome;
-  cr_assert_not(snapccl_select_cache_get(c, &x, SELECT_REGISTERED, &stamp, &index, &outcome));
-  cr_assert(snapccl_select_cache_get(c, &x, 0, &stamp, &index, &outcome));
+  cr_assert(snapccl_select_cache_get(c, &x, &stamp, &index, &outcome));
   (void)selected(c, &x, &hit);
   cr_assert(hit);
   fake_comm_free(c);
